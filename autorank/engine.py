@@ -1,0 +1,418 @@
+"""Training loops: evaluate, fine-tune (optionally distilling from a teacher), BN recalibration,
+baseline training with an on-disk cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from autorank.data import DataBundle, get_data
+from autorank.errors import UserError
+from autorank.models import get_model, get_model_spec
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "AUTORANK_CACHE_DIR"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite (learning rate too high, or a broken model)."""
+
+
+def configure_threads(n: int | None) -> int:
+    """Set the number of CPU threads torch uses for intra-op work.
+
+    Args:
+        n: threads to use, or ``None`` to leave the setting alone.
+
+    Returns:
+        The number of threads now in effect.
+
+    Raises:
+        UserError: ``n < 1``.
+    """
+    if n is not None:
+        if n < 1:
+            raise UserError(f"threads must be >= 1, got {n}")
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """Turn ``"auto"`` into ``cuda`` when available, else ``cpu``; check any other name.
+
+    Raises:
+        UserError: an unknown device string, or CUDA asked for but unavailable.
+    """
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise UserError(
+            f"unknown device {device!r}; expected 'cpu', 'cuda', 'cuda:N' or 'auto'"
+        ) from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} asked for, but CUDA is not available; use 'cpu'")
+    return dev
+
+
+def evaluate(
+    model: nn.Module,
+    data: DataBundle,
+    split: str = "test",
+    *,
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+    limit: int | None = None,
+) -> float:
+    """Top-1 accuracy of ``model`` on a split, in eval mode; the model's mode is restored.
+
+    Args:
+        model: a classifier taking normalised images.
+        data: the data bundle.
+        split: ``train``, ``val`` or ``test``.
+        batch_size: images per forward pass.
+        device: where to run (``"auto"`` picks CUDA when available).
+        limit: evaluate only the first ``limit`` images.
+
+    Returns:
+        Accuracy in [0, 1].
+
+    Raises:
+        UserError: unknown or empty split.
+    """
+    dev = resolve_device(device)
+    if data.num_examples(split) == 0 or limit == 0:
+        raise UserError(f"cannot evaluate on split {split!r}: it has no images")
+    was_training = model.training
+    model.eval().to(dev)
+    correct = total = 0
+    try:
+        with torch.inference_mode():
+            for x, y in data.batches(split, batch_size=batch_size, device=dev, limit=limit):
+                correct += int((model(x).argmax(1) == y).sum())
+                total += len(y)
+    finally:
+        model.train(was_training)
+    return correct / total
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Options of :func:`finetune`; give exactly one of ``steps`` and ``epochs``."""
+
+    steps: int | None = None
+    epochs: float | None = None
+    lr: float = 0.01  # a fine-tune starts from trained weights: 10x below a from-scratch 0.1
+    schedule: str = "cosine"  # "cosine" (to 0 at the last step) or "constant"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # the CIFAR ResNet recipe of He et al. 2016
+    batch_size: int = 128
+    augment: bool = True  # random crop + flip
+    kd_alpha: float = 0.9  # weight of the distillation term when a teacher is given
+    kd_temperature: float = 4.0  # Hinton et al. 2015 use 1-20; 4 is common for CIFAR
+    seed: int = 0
+    log_every: int = 50  # steps between log lines (and the window of FinetuneResult.final_loss)
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """What a fine-tune did: mean loss of its last ``log_every`` steps, steps, time, speed."""
+
+    final_loss: float
+    steps: int
+    seconds: float
+    images_per_s: float
+
+
+_SCHEDULES: dict[str, Callable[[int, int], float]] = {
+    "cosine": lambda step, total: 0.5 * (1.0 + math.cos(math.pi * step / total)),
+    "constant": lambda step, total: 1.0,
+}
+
+
+def _resolve_config(config: FinetuneConfig | None, overrides: dict[str, Any]) -> FinetuneConfig:
+    base = config or FinetuneConfig()
+    names = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise UserError(f"unknown fine-tune options {unknown}; expected some of {sorted(names)}")
+    cfg = dataclasses.replace(base, **overrides)
+    if (cfg.steps is None) == (cfg.epochs is None):
+        raise UserError("give exactly one of steps and epochs")
+    if cfg.schedule not in _SCHEDULES:
+        raise UserError(f"unknown schedule {cfg.schedule!r}; expected one of {sorted(_SCHEDULES)}")
+    if not 0.0 <= cfg.kd_alpha <= 1.0 or cfg.kd_temperature <= 0 or cfg.batch_size < 1:
+        raise UserError("need 0 <= kd_alpha <= 1, kd_temperature > 0 and batch_size >= 1")
+    return cfg
+
+
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, *, alpha: float, t: float
+) -> torch.Tensor:
+    """Knowledge-distillation loss of Hinton et al. 2015, "Distilling the Knowledge in a Neural
+    Network": ``alpha * T^2 * KL(p_teacher || p_student) + (1 - alpha) * CE(student, target)``,
+    with ``p = softmax(logits / T)``; the ``T^2`` keeps gradient scale independent of ``T``.
+    """
+    soft = F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1),
+                    reduction="batchmean", log_target=True)
+    return alpha * t * t * soft + (1.0 - alpha) * F.cross_entropy(student, target)
+
+
+def _endless(
+    data: DataBundle, cfg: FinetuneConfig, gen: torch.Generator, dev: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    while True:
+        yield from data.batches("train", batch_size=cfg.batch_size, shuffle=True,
+                                augment=cfg.augment, generator=gen, device=dev)
+
+
+def _total_steps(cfg: FinetuneConfig, data: DataBundle) -> int:
+    if cfg.steps is not None:
+        return cfg.steps
+    assert cfg.epochs is not None
+    return max(1, round(cfg.epochs * math.ceil(len(data) / cfg.batch_size)))
+
+
+def finetune(
+    model: nn.Module,
+    data: DataBundle,
+    config: FinetuneConfig | None = None,
+    *,
+    teacher: nn.Module | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    **overrides: Any,
+) -> FinetuneResult:
+    """Train ``model`` in place with SGD + momentum and a cosine (or constant) learning rate.
+
+    With a ``teacher``, the loss is Hinton et al.'s (2015) distillation loss (see
+    :func:`distillation_loss`). Deterministic on CPU for a given ``seed``: shuffling,
+    augmentation and dropout draw from seeded generators, the global RNG is left as it was.
+
+    Args:
+        model: the network to train; left in eval mode.
+        data: training images come from ``data.train``.
+        config: options; any :class:`FinetuneConfig` field can also be passed by keyword
+            (``finetune(model, data, steps=100, lr=0.01)``).
+        teacher: a frozen model whose logits the student matches.
+        device: where to train.
+        progress: show a tqdm bar.
+        **overrides: :class:`FinetuneConfig` fields.
+
+    Returns:
+        A :class:`FinetuneResult`.
+
+    Raises:
+        UserError: bad options, or no training images.
+        NonFiniteLossError: the loss became NaN or infinite.
+    """
+    cfg = _resolve_config(config, overrides)
+    dev = resolve_device(device)
+    if len(data) == 0:
+        raise UserError("cannot fine-tune: the training split has no images")
+    total = _total_steps(cfg, data)
+    if teacher is not None:
+        teacher.eval().to(dev)
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)  # dropout and other in-model randomness
+        return _train_loop(model, data, cfg, total, teacher, dev, progress)
+
+
+def _loss(
+    model: nn.Module, teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor,
+    cfg: FinetuneConfig,
+) -> torch.Tensor:
+    out = model(x)
+    if teacher is None:
+        return F.cross_entropy(out, y)
+    with torch.no_grad():
+        target = teacher(x)
+    return distillation_loss(out, target, y, alpha=cfg.kd_alpha, t=cfg.kd_temperature)
+
+
+def _train_loop(
+    model: nn.Module, data: DataBundle, cfg: FinetuneConfig, total: int,
+    teacher: nn.Module | None, dev: torch.device, progress: bool,
+) -> FinetuneResult:
+    model.to(dev).train()
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay)
+    factor = _SCHEDULES[cfg.schedule]
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: factor(step, total))
+    batches = _endless(data, cfg, torch.Generator().manual_seed(cfg.seed), dev)
+    bar = _progress_bar(total, progress)
+    recent: list[float] = []
+    images, start = 0, time.perf_counter()
+    for step in range(total):
+        x, y = next(batches)
+        loss = _loss(model, teacher, x, y, cfg)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise NonFiniteLossError(f"loss is {value} at step {step + 1}/{total}; lower the lr "
+                                     f"(now {sched.get_last_lr()[0]:.3g}) or check the model")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        images += len(y)
+        recent = (recent + [value])[-cfg.log_every :]
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.3f}")
+        elif (step + 1) % cfg.log_every == 0:
+            log.info("step %d/%d loss %.4f", step + 1, total, sum(recent) / len(recent))
+    seconds = time.perf_counter() - start
+    if bar is not None:
+        bar.close()
+    model.eval()
+    return FinetuneResult(sum(recent) / len(recent), total, seconds, images / max(seconds, 1e-9))
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="step", dynamic_ncols=True)
+
+
+def recalibrate_bn(
+    model: nn.Module,
+    data: DataBundle,
+    *,
+    batches: int = 20,
+    batch_size: int = 128,
+    device: str | torch.device = "cpu",
+) -> int:
+    """Re-estimate BatchNorm running statistics on training images, without gradients.
+
+    Resets each BN's running mean/var and accumulates a cumulative average (``momentum=None``)
+    over ``batches`` un-augmented training batches, then restores each BN's momentum and the
+    model's mode. Needed after factorization changes the activations a BN layer sees.
+
+    Args:
+        model: the model, modified in place.
+        data: images come from ``data.train`` (shuffled with a fixed seed).
+        batches: number of batches to average over.
+        batch_size: images per batch.
+        device: where to run.
+
+    Returns:
+        The number of BN layers recalibrated.
+    """
+    dev = resolve_device(device)
+    bns = [m for m in model.modules()
+           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns:
+        log.info("recalibrate_bn: the model has no BatchNorm layer with running stats")
+        return 0
+    momenta = [bn.momentum for bn in bns]
+    was_training = model.training
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.to(dev).train()
+    try:
+        with torch.no_grad():
+            for x, _ in data.batches("train", batch_size=batch_size, shuffle=True,
+                                     generator=torch.Generator().manual_seed(0), device=dev,
+                                     limit=batches * batch_size):
+                model(x)
+    finally:
+        for bn, momentum in zip(bns, momenta, strict=True):
+            bn.momentum = momentum
+        model.train(was_training)
+    return len(bns)
+
+
+def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser() / "baselines"
+    return Path.home() / ".cache" / "autorank" / "baselines"
+
+
+def baseline_path(
+    model_name: str, dataset: str, *, epochs: int, seed: int, lr: float, batch_size: int,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Where :func:`train_baseline` caches a baseline: a readable name plus a hash of the key."""
+    key = json.dumps([model_name, dataset, epochs, seed, lr, batch_size])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset)[-40:]
+    return _cache_dir(cache_dir) / f"{model_name}-{slug}-e{epochs}-s{seed}-{digest}.pt"
+
+
+def train_baseline(
+    model_name: str,
+    dataset: str,
+    *,
+    epochs: int,
+    out: str | os.PathLike[str] | None = None,
+    seed: int = 0,
+    data_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    lr: float = 0.1,
+    batch_size: int = 128,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+) -> Path:
+    """Train a registered model from scratch and save ``{"state_dict", "meta"}``.
+
+    The recipe of He et al. 2016 for CIFAR: SGD momentum 0.9, weight decay 5e-4, cosine LR
+    from ``lr``, random crop + flip. Training uses the train split minus the seeded 10 %
+    validation split, so that split stays clean for judging compressed models. With
+    ``out=None`` the file is cached under ``cache_dir`` (default ``$AUTORANK_CACHE_DIR/
+    baselines`` or ``~/.cache/autorank/baselines``), keyed by (model, data set, epochs,
+    seed, lr, batch size), and an existing file is returned without training.
+
+    Returns:
+        The checkpoint path; it loads with ``torch.load(..., weights_only=True)``.
+
+    Raises:
+        UserError: unknown model or data set, ``epochs < 1``.
+    """
+    if epochs < 1:
+        raise UserError(f"epochs must be >= 1, got {epochs}")
+    path = Path(out) if out is not None else baseline_path(
+        model_name, dataset, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
+        cache_dir=cache_dir)
+    if out is None and path.is_file():
+        log.info("baseline %s found in the cache: %s", model_name, path)
+        return path
+    spec = get_model_spec(model_name)
+    data = get_data(dataset, data_dir=data_dir, seed=seed, mean=spec.mean, std=spec.std)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # weight initialisation
+        model = get_model(model_name, num_classes=data.num_classes)
+    finetune(model, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+             device=device, progress=progress)
+    meta = {"model": model_name, "dataset": dataset, "epochs": epochs, "seed": seed,
+            "lr": lr, "batch_size": batch_size, "num_classes": data.num_classes,
+            "val_accuracy": evaluate(model, data, "val", device=device) if len(data.val) else -1.0,
+            "test_accuracy": evaluate(model, data, "test", device=device)}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"state_dict": state, "meta": meta}, tmp)
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written cached baseline
+    log.info("baseline %s: test accuracy %.4f, saved to %s",
+             model_name, meta["test_accuracy"], path)
+    return path

@@ -1,0 +1,34 @@
+"""Model registry: CIFAR ResNets (akamaster-compatible), torchvision models, tiny test nets.
+
+Models take normalised tensors; :func:`get_model_spec` gives the mean/std to normalise with.
+"""
+
+from __future__ import annotations
+
+from autorank.models import cifar_resnet, tiny, torchvision_models  # noqa: F401  (registration)
+from autorank.models._checkpoint import load_checkpoint, load_weights
+from autorank.models._registry import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ModelSpec,
+    get_model,
+    get_model_spec,
+    list_models,
+    register_model,
+)
+
+__all__ = [
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ModelSpec",
+    "get_model",
+    "get_model_spec",
+    "list_models",
+    "load_checkpoint",
+    "load_weights",
+    "register_model",
+]

@@ -1,0 +1,125 @@
+"""Checkpoint reading and checked state-dict loading. A checkpoint is data, never code."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from autorank.errors import UserError
+
+# Prefixes added by wrappers around a model: DataParallel / DDP and torch.compile.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+_SHOWN_KEYS = 5
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a state dict from a checkpoint file without executing any code.
+
+    Loads with ``torch.load(..., weights_only=True)``; accepts ``{"state_dict": ...}``,
+    ``{"model": ...}`` or a bare state dict, and strips ``module.`` / ``_orig_mod.`` prefixes.
+
+    Args:
+        path: the checkpoint file.
+
+    Returns:
+        A dict of parameter and buffer name to tensor.
+
+    Raises:
+        UserError: the file is missing, is not a plain tensor checkpoint (e.g. a pickled
+            ``nn.Module``) or holds no state dict.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"checkpoint {str(file)!r} does not exist")
+    try:
+        obj = torch.load(file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"checkpoint {str(file)!r} is not a plain tensor checkpoint (weights_only load "
+            f"refused it: {first}); save model.state_dict(), not the model object"
+        ) from e
+    state = _unwrap(obj)
+    if state is None:
+        raise UserError(
+            f"checkpoint {str(file)!r} holds no state dict; expected a dict of tensors, "
+            "optionally under 'state_dict' or 'model'"
+        )
+    return {_strip_prefix(k): v for k, v in state.items()}
+
+
+def _unwrap(obj: object) -> Mapping[str, torch.Tensor] | None:
+    if not isinstance(obj, Mapping):
+        return None
+    for key in ("state_dict", "model"):
+        inner = obj.get(key)
+        if isinstance(inner, Mapping):
+            obj = inner
+            break
+    if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        return obj
+    return None
+
+
+def _strip_prefix(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix) :], True
+    return key
+
+
+def _show(keys: list[str]) -> str:
+    head = ", ".join(keys[:_SHOWN_KEYS])
+    return f"{len(keys)} ({head}{', ...' if len(keys) > _SHOWN_KEYS else ''})"
+
+
+def load_weights(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str = "state dict"
+) -> nn.Module:
+    """Load a state dict into ``model``, refusing any mismatch with a readable message.
+
+    Missing ``num_batches_tracked`` buffers are tolerated (older checkpoints lack them).
+
+    Args:
+        model: the module to fill in place.
+        state_dict: names to tensors, wrapper prefixes already stripped or not.
+        source: how to name the weights' origin in error messages (e.g. the file path).
+
+    Returns:
+        ``model``.
+
+    Raises:
+        UserError: keys missing, unexpected, or with a different shape.
+    """
+    state = {_strip_prefix(k): v for k, v in state_dict.items()}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {_show(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_show(unexpected)}")
+        if shapes:
+            parts.append(f"shape mismatches {_show(shapes)}")
+        raise UserError(
+            f"{source} does not fit {type(model).__name__}: {'; '.join(parts)}; "
+            "check the model name and num_classes"
+        )
+    model.load_state_dict(state, strict=False)
+    return model

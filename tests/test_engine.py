@@ -1,0 +1,183 @@
+"""Engine: evaluate, fine-tune (plain, distilled, deterministic), BN recalibration, baselines."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import autorank.engine as engine
+from autorank.data import DataBundle
+from autorank.engine import (
+    FinetuneConfig,
+    NonFiniteLossError,
+    configure_threads,
+    distillation_loss,
+    evaluate,
+    finetune,
+    recalibrate_bn,
+    resolve_device,
+    train_baseline,
+)
+from autorank.errors import UserError
+from autorank.models import get_model, load_checkpoint
+
+# Measured: 100 steps of 64 at lr 0.2 take tiny_cnn on digits from 10 % to 85-90 % test accuracy.
+DIGITS_RECIPE = {"steps": 100, "lr": 0.2, "batch_size": 64, "augment": False}
+
+
+def _tiny(seed: int = 0, num_classes: int = 10) -> nn.Module:
+    torch.manual_seed(seed)
+    return get_model("tiny_cnn", num_classes=num_classes)
+
+
+@pytest.fixture(scope="module")
+def trained(digits: DataBundle) -> tuple[nn.Module, float, float]:
+    """tiny_cnn fine-tuned on digits, with its test accuracy before and after."""
+    model = _tiny()
+    before = evaluate(model, digits)
+    finetune(model, digits, **DIGITS_RECIPE)
+    return model, before, evaluate(model, digits)
+
+
+def test_finetune_learns_digits(trained: tuple[nn.Module, float, float]) -> None:
+    _, before, after = trained
+    assert before < 0.3
+    assert after > 0.7
+
+
+def test_evaluate_restores_mode_and_honours_limit(digits: DataBundle) -> None:
+    model = _tiny().train()
+    accuracy = evaluate(model, digits, "val", limit=50)
+    assert model.training
+    assert 0.0 <= accuracy <= 1.0 and round(accuracy * 50) == accuracy * 50
+    with pytest.raises(UserError, match="no images"):
+        evaluate(model, digits, "val", limit=0)
+
+
+def test_finetune_result_and_epochs(synthetic: DataBundle) -> None:
+    result = finetune(_tiny(num_classes=4), synthetic, epochs=2, batch_size=64, log_every=2)
+    assert result.steps == 2 * 4  # 230 training images -> 4 batches of 64 per epoch
+    assert result.seconds > 0 and result.images_per_s > 0
+    assert result.final_loss == pytest.approx(result.final_loss) and result.final_loss > 0
+
+
+def test_finetune_is_deterministic_for_a_seed(synthetic: DataBundle) -> None:
+    def weights(seed: int) -> dict[str, torch.Tensor]:
+        model = _tiny(num_classes=4)
+        finetune(model, synthetic, steps=6, batch_size=32, lr=0.05, seed=seed)
+        return model.state_dict()
+
+    first, again, other = weights(1), weights(1), weights(2)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not torch.equal(first["conv1.weight"], other["conv1.weight"])
+
+
+def test_finetune_leaves_global_rng_alone(synthetic: DataBundle) -> None:
+    model = _tiny(num_classes=4)
+    torch.manual_seed(123)
+    expected = torch.rand(1)
+    torch.manual_seed(123)
+    finetune(model, synthetic, steps=1, batch_size=16)
+    assert torch.equal(torch.rand(1), expected)
+
+
+def test_finetune_option_errors(synthetic: DataBundle) -> None:
+    model = _tiny(num_classes=4)
+    with pytest.raises(UserError, match="exactly one of steps and epochs"):
+        finetune(model, synthetic)
+    with pytest.raises(UserError, match="exactly one of steps and epochs"):
+        finetune(model, synthetic, steps=1, epochs=1)
+    with pytest.raises(UserError, match=r"unknown fine-tune options \['lrr'\]"):
+        finetune(model, synthetic, steps=1, lrr=0.1)
+    with pytest.raises(UserError, match="unknown schedule 'step'"):
+        finetune(model, synthetic, FinetuneConfig(steps=1, schedule="step"))
+
+
+def test_non_finite_loss_raises_at_once(synthetic: DataBundle) -> None:
+    model = _tiny(num_classes=4)
+    with torch.no_grad():
+        model.fc.weight.fill_(float("nan"))
+    with pytest.raises(NonFiniteLossError, match="loss is nan at step 1/50"):
+        finetune(model, synthetic, steps=50, batch_size=16)
+
+
+def test_distillation_loss_terms() -> None:
+    torch.manual_seed(0)
+    student, teacher = torch.randn(8, 5), torch.randn(8, 5)
+    target = torch.randint(0, 5, (8,))
+    ce = F.cross_entropy(student, target)
+    assert distillation_loss(student, teacher, target, alpha=0.0, t=4.0) == pytest.approx(ce)
+    assert distillation_loss(student, student, target, alpha=1.0, t=4.0).abs() < 1e-6
+    kl = F.kl_div(F.log_softmax(student / 2, 1), F.softmax(teacher / 2, 1), reduction="batchmean")
+    assert distillation_loss(student, teacher, target, alpha=1.0, t=2.0) == pytest.approx(4 * kl)
+
+
+def test_distillation_finetune_runs(
+    digits: DataBundle, trained: tuple[nn.Module, float, float]
+) -> None:
+    teacher, _, teacher_accuracy = trained
+    student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        student.fc.weight.mul_(0.5)
+    result = finetune(student, digits, teacher=teacher, steps=20, lr=0.01, batch_size=64,
+                      augment=False, log_every=5)
+    assert 0.0 < result.final_loss < 10.0
+    assert evaluate(student, digits) > teacher_accuracy - 0.1
+    assert not teacher.training
+
+
+def test_recalibrate_bn_repairs_corrupted_stats(
+    digits: DataBundle, trained: tuple[nn.Module, float, float]
+) -> None:
+    model = copy.deepcopy(trained[0])
+    accuracy = trained[2]
+    with torch.no_grad():
+        model.bn2.running_mean.add_(3.0)
+        model.bn2.running_var.mul_(30.0)
+    corrupted = model.bn2.running_mean.clone()
+    assert evaluate(model, digits) < accuracy - 0.2
+    assert recalibrate_bn(model, digits, batches=5, batch_size=128) == 3
+    assert not torch.allclose(model.bn2.running_mean, corrupted)
+    assert model.bn2.momentum == 0.1 and not model.training
+    assert evaluate(model, digits) > accuracy - 0.05
+
+
+def test_recalibrate_bn_without_bn(digits: DataBundle) -> None:
+    assert recalibrate_bn(nn.Sequential(nn.Flatten(), nn.Linear(3072, 10)), digits) == 0
+
+
+def test_train_baseline_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = train_baseline("tiny_cnn", "synthetic", epochs=1, cache_dir=tmp_path, progress=False)
+    mtime = path.stat().st_mtime_ns
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    assert ckpt["meta"]["model"] == "tiny_cnn" and ckpt["meta"]["epochs"] == 1
+    assert 0.0 <= ckpt["meta"]["test_accuracy"] <= 1.0
+    model = get_model("tiny_cnn", num_classes=4, checkpoint=path)
+    assert torch.equal(model.fc.weight, load_checkpoint(path)["fc.weight"])
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cached baseline must not be trained again")
+
+    monkeypatch.setattr(engine, "finetune", no_training)
+    again = train_baseline("tiny_cnn", "synthetic", epochs=1, cache_dir=tmp_path, progress=False)
+    assert again == path and again.stat().st_mtime_ns == mtime
+    monkeypatch.setenv("AUTORANK_CACHE_DIR", str(tmp_path / "env"))
+    with pytest.raises(AssertionError, match="must not be trained"):
+        train_baseline("tiny_cnn", "synthetic", epochs=1, progress=False)
+
+
+def test_threads_and_devices() -> None:
+    before = torch.get_num_threads()
+    assert configure_threads(None) == before
+    assert configure_threads(1) == 1
+    with pytest.raises(UserError, match="threads must be >= 1"):
+        configure_threads(0)
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(UserError, match="unknown device 'tpu9'"):
+        resolve_device("tpu9")
