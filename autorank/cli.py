@@ -11,6 +11,9 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from .errors import UserError
 
 log = logging.getLogger("autorank")
 
@@ -73,6 +76,124 @@ def _methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="resnet18", help="registered model (`autorank models`)")
+    p.add_argument("--dataset", default="cifar10",
+                   help="cifar10, cifar100, digits, synthetic, npz:PATH or imagefolder:PATH")
+    p.add_argument("--data-dir", default=None, help="where data sets live ($AUTORANK_DATA_DIR)")
+    p.add_argument("--checkpoint", default=None,
+                   help="trained baseline; without it one is trained first and cached")
+    p.add_argument("--space", default=None, help="search-space preset name or YAML file")
+    p.add_argument("--objectives", default=None,
+                   help="comma list after accuracy: params, flops, latency (default: params)")
+    p.add_argument("--budget", type=int, default=50, help="number of trials")
+    p.add_argument("--parallel", type=int, default=None, help="concurrent trials (default: CPUs)")
+    p.add_argument("--cpus-per-trial", type=int, default=None)
+    p.add_argument("--gpus-per-trial", type=float, default=None)
+    p.add_argument("--address", default=None, help="Ray cluster to join: auto or ray://host:port")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage URL (default: SQLite in the run directory)")
+    p.add_argument("--storage-path", default=None, help="Ray Tune storage every node reaches")
+    p.add_argument("--study-name", default=None)
+    p.add_argument("--out", default=None, help="run directory (default runs/<model>-<data>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--finetune-steps", type=int, default=None, help="fine-tune steps per trial")
+    p.add_argument("--runner", choices=["ray", "local"], default=None,
+                   help="ray (default): Ray Tune; local: in-process, one trial at a time")
+    p.add_argument("--val-source", choices=["auto", "train", "test"], default=None,
+                   help="where validation images come from (auto: test half for checkpoints)")
+    p.add_argument("--baseline-epochs", type=int, default=None)
+    p.add_argument("--device", default=None, help="auto, cpu or cuda")
+
+
+@command("search", _search_args)
+def _search(args: argparse.Namespace) -> int:
+    """Search per-layer decompositions and ranks; writes a run directory with the Pareto front."""
+    from .config import make_config
+    from .search import search
+    from .search.report import front_text
+
+    objectives = args.objectives.split(",") if args.objectives else None
+    cfg = make_config(
+        space=args.space, finetune_steps=args.finetune_steps, objectives=objectives,
+        model=args.model, dataset=args.dataset, data_dir=args.data_dir,
+        checkpoint=resolve_checkpoint(args.checkpoint), budget=args.budget,
+        parallel=args.parallel, cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial, address=args.address, storage=args.storage,
+        storage_path=args.storage_path, study_name=args.study_name, out=args.out,
+        seed=args.seed, runner=args.runner, val_source=args.val_source,
+        baseline_epochs=args.baseline_epochs, device=args.device)
+    result = search(cfg, resume=args.resume, progress=_print_progress)
+    print(file=sys.stderr)
+    print(front_text(result.pareto(), result.baseline))
+    print(f"run directory: {result.path}")
+    return 0
+
+
+def _print_progress(p: Any) -> None:
+    best = ""
+    if len(p.front):
+        top = p.front.sort_values("params").iloc[0]
+        best = f" | front {len(p.front)}, smallest {top['params_ratio']:.2f}x params at val " \
+               f"{top['val_accuracy']:.3f}"
+    line = (f"[{p.done}/{p.budget}] {p.failed} failed | {_clock(p.elapsed_s)} elapsed, "
+            f"~{_clock(p.eta_s)} left{best}")
+    end = "\r" if sys.stderr.isatty() else "\n"
+    print(line.ljust(100), end=end, file=sys.stderr, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    minutes, sec = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{sec:02d}s"
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a run directory")
+
+
+@command("report", _report_args)
+def _report(args: argparse.Namespace) -> int:
+    """Print a run's Pareto front and rewrite its plot."""
+    from .search import load_run
+    from .search.report import front_text, plot_front
+    from .search.store import RunDir
+
+    result = load_run(args.run)
+    front = result.pareto()
+    if len(result.trials):
+        plot_front(result.trials, front, result.baseline, RunDir(result.path).plot)
+    print(front_text(front, result.baseline))
+    return 0
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", default="cifar10")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--out", default=None, help="checkpoint file (default: the baseline cache)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="auto")
+
+
+@command("train", _train_args)
+def _train(args: argparse.Namespace) -> int:
+    """Train a baseline (SGD momentum, cosine LR, crop+flip) and save its checkpoint."""
+    from .engine import train_baseline
+
+    if args.epochs < 1:
+        raise UserError(f"--epochs must be >= 1, got {args.epochs}")
+    path = train_baseline(args.model, args.dataset, epochs=args.epochs, out=args.out,
+                          seed=args.seed, data_dir=args.data_dir, lr=args.lr,
+                          batch_size=args.batch_size, device=args.device, progress=True)
+    print(path)
+    return 0
+
+
 def resolve_checkpoint(value: str | None) -> str | None:
     """A checkpoint path as given, or looked up by file name in ``$AUTORANK_WEIGHTS_DIR``."""
     if value is None or os.path.exists(value):
@@ -80,19 +201,25 @@ def resolve_checkpoint(value: str | None) -> str | None:
     weights_dir = os.environ.get("AUTORANK_WEIGHTS_DIR")
     if weights_dir and os.path.exists(os.path.join(weights_dir, value)):
         return os.path.join(weights_dir, value)
-    from .errors import UserError
-
     raise UserError(f"checkpoint {value!r} not found (a file path, or a file name in "
                     f"$AUTORANK_WEIGHTS_DIR={weights_dir or '<unset>'})")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what is wrong, where to look) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="autorank",
         description="Find per-layer low-rank decompositions of a trained CNN.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_Parser)
     for name, (add_args, handler) in _COMMANDS.items():
         doc = (handler.__doc__ or "").strip().splitlines()
         p = sub.add_parser(name, help=doc[0] if doc else None)

@@ -289,7 +289,8 @@ def _progress_bar(total: int, enabled: bool) -> Any:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, unit="step", dynamic_ncols=True)
+    # disable=None: a live bar on a terminal, nothing in logs and CI (no line per update)
+    return tqdm(total=total, unit="step", dynamic_ncols=True, disable=None)
 
 
 def recalibrate_bn(

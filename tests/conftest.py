@@ -42,3 +42,18 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def weights_dir() -> Path:
     return _env_dir("AUTORANK_WEIGHTS_DIR")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny_cnn baseline trained briefly on digits (train split minus val), for searches."""
+    from autorank.engine import train_baseline
+
+    out = tmp_path_factory.mktemp("baseline") / "tiny.pt"
+    return train_baseline("tiny_cnn", "digits", epochs=10, out=out, seed=0, progress=False)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")

@@ -1,0 +1,81 @@
+"""Reading a run: the front as a table, the smallest model within an accuracy drop, the plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+FRONT_COLUMNS = ["number", "val_accuracy", "test_accuracy", "params", "params_ratio", "flops_ratio",
+                 "latency_ms"]
+
+
+def smallest_within(front: pd.DataFrame, baseline_accuracy: float, drop: float,
+                    *, column: str = "val_accuracy", size: str = "params") -> pd.Series | None:
+    """The front row with the fewest ``size`` whose ``column`` is within ``drop`` of the baseline.
+
+    ``drop`` is in accuracy units (0.01 = 1 percentage point).
+    """
+    ok = front[front[column] >= baseline_accuracy - drop - 1e-12]
+    if ok.empty:
+        return None
+    return ok.sort_values(size).iloc[0]
+
+
+def front_text(front: pd.DataFrame, baseline: dict[str, Any]) -> str:
+    """The front as an aligned table, then the smallest models within 1 and 2 pp of the baseline."""
+    cols = [c for c in FRONT_COLUMNS if c in front]
+    lines = [
+        f"baseline: val {baseline.get('val_accuracy', float('nan')):.4f}, test "
+        f"{baseline.get('test_accuracy') or float('nan'):.4f}, {baseline.get('params', 0):,} "
+        f"params, {baseline.get('flops', 0) / 1e6:.1f} MFLOPs (multiply-add = 2), "
+        f"{baseline.get('latency_ms', float('nan')):.2f} ms at batch 1",
+        f"Pareto front ({len(front)} trials, judged on the {baseline.get('val_source', '?')}-"
+        "carved validation split):",
+        front[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(front)
+        else "  (no completed trial yet)",
+    ]
+    for drop in (0.01, 0.02):
+        best = smallest_within(front, float(baseline.get("val_accuracy", 0.0)), drop) \
+            if len(front) else None
+        if best is None:
+            lines.append(f"within {drop * 100:.0f} pp of the baseline: no trial")
+        else:
+            lines.append(
+                f"within {drop * 100:.0f} pp of the baseline: trial {int(best['number'])}, "
+                f"{best['params_ratio']:.2f}x fewer params, {best['flops_ratio']:.2f}x fewer "
+                f"FLOPs, val {best['val_accuracy']:.4f}"
+                + (f", test {best['test_accuracy']:.4f}" if "test_accuracy" in best else ""))
+    return "\n".join(lines)
+
+
+def plot_front(trials: pd.DataFrame, front: pd.DataFrame, baseline: dict[str, Any],
+               path: Path) -> None:
+    """Accuracy against params and against FLOPs, every trial grey, the front joined, the
+    baseline marked; written as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed: a file for terminals and READMEs
+    import matplotlib.pyplot as plt
+
+    done = trials[trials["state"] == "complete"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    for ax, col, label in ((axes[0], "params", "parameters"), (axes[1], "flops", "FLOPs")):
+        ax.scatter(done[col], done["val_accuracy"], s=14, c="0.65", label="trials")
+        if len(front):
+            f = front.sort_values(col)
+            ax.plot(f[col], f["val_accuracy"], "o-", c="tab:blue", ms=5, label="Pareto front")
+        if baseline.get(col):
+            ax.scatter([baseline[col]], [baseline["val_accuracy"]], marker="*", s=160,
+                       c="tab:red", label="baseline", zorder=3)
+        ax.set_xscale("log")
+        ax.set_xlabel(label + (" (multiply-add = 2)" if col == "flops" else ""))
+        ax.set_ylabel("validation accuracy")
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right")
+    fig.suptitle(f"{baseline.get('model', '')} on {baseline.get('dataset', '')}")
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,183 @@
+"""The run directory and the Optuna study behind it: one source of truth for every trial."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import UserError
+
+TRIAL_COLUMNS = [
+    "number", "state", "val_accuracy", "params", "flops", "latency_ms", "latency_batch_ms",
+    "params_ratio", "flops_ratio", "duration_s", "finetune_s", "evaluate_s", "error", "plan",
+]
+_METRIC_ATTRS = TRIAL_COLUMNS[2:]
+_STATES = {"COMPLETE": "complete", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting",
+           "PRUNED": "pruned"}
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of a run directory (see the README's "Run directory")."""
+
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def baseline(self) -> Path:
+        return self.path / "baseline.json"
+
+    @property
+    def trials(self) -> Path:
+        return self.path / "trials.csv"
+
+    @property
+    def pareto(self) -> Path:
+        return self.path / "pareto.csv"
+
+    @property
+    def plot(self) -> Path:
+        return self.path / "pareto.png"
+
+    @property
+    def weights(self) -> Path:
+        return self.path / "weights"
+
+    def default_storage(self) -> str:
+        return f"sqlite:///{(self.path / 'study.db').resolve()}"
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold an exclusive lock on the run for the block; a second search on it is refused."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(f"another autorank process is using {str(self.path)!r}; wait for "
+                                "it to finish or choose another --out") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: never half-written."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
+
+
+def open_storage(url: str) -> Any:
+    """An Optuna storage object for a URL: any SQLAlchemy URL (``sqlite:///``, ``postgresql://``),
+    or ``journal:PATH`` for Optuna's journal file.
+
+    Raises:
+        UserError: the storage cannot be opened (the message names the URL without password).
+    """
+    import optuna
+
+    shown = _hide_password(url)
+    try:
+        if url.startswith("journal:"):
+            from optuna.storages.journal import JournalFileBackend
+
+            return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
+        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+    except Exception as err:  # SQLAlchemy raises many types, all meaning "cannot open"
+        raise UserError(f"cannot open study storage {shown!r}: {type(err).__name__}: "
+                        f"{str(err).splitlines()[0] if str(err) else ''}") from err
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("postgresql"):
+        return {"connect_args": {"connect_timeout": 10}}
+    return {}
+
+
+def _hide_password(url: str) -> str:
+    head, sep, tail = url.partition("@")
+    if not sep or "://" not in head:
+        return url
+    scheme, _, creds = head.partition("://")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{tail}"
+
+
+def fail_interrupted(study: Any) -> int:
+    """Mark trials left running by a killed driver as failed ("interrupted"); returns how many."""
+    from optuna.trial import TrialState
+
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in stale:
+        study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted: the search was killed")
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    return len(stale)
+
+
+def record(study: Any, trial: Any, outcome: Mapping[str, Any], metrics: Sequence[str]) -> None:
+    """Store a trial's outcome in the study: its metrics and plan as user attributes, then tell.
+
+    A failed trial is told FAIL (never NaN values, which Optuna would leave running).
+    """
+    from optuna.trial import TrialState
+
+    for key in _METRIC_ATTRS:
+        if key in outcome:
+            value = outcome[key]
+            trial.set_user_attr(key, value.item() if isinstance(value, np.generic) else value)
+    if outcome.get("failed"):
+        study.tell(trial, state=TrialState.FAIL)
+    else:
+        study.tell(trial, [float(outcome[m]) for m in metrics])
+
+
+def finished_count(study: Any) -> int:
+    """Trials that ran to an end (complete or failed on their own, not interrupted)."""
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
+    return sum(1 for t in done if not str(t.user_attrs.get("error", "")).startswith("interrupted"))
+
+
+def trials_frame(study: Any) -> pd.DataFrame:
+    """One row per trial of the study, the columns of ``trials.csv`` plus the sampled ``w``."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        row: dict[str, Any] = {"number": t.number, "state": _STATES.get(t.state.name, t.state.name)}
+        row.update({k: t.user_attrs.get(k) for k in _METRIC_ATTRS})
+        row["w"] = t.params.get("w")
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS, "w"])
+    for col in ("val_accuracy", "latency_ms", "latency_batch_ms", "params_ratio", "flops_ratio",
+                "duration_s", "finetune_s", "evaluate_s", "w"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce")
+    for col in ("params", "flops"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("Int64")
+    frame["error"] = frame["error"].fillna("")
+    frame["plan"] = frame["plan"].fillna("{}")
+    return frame.sort_values("number").reset_index(drop=True)
+
+
+def write_frame(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write(path, frame.to_csv(index=False))

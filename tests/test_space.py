@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from torch import nn
+
+import autorank as ar
+from autorank.errors import UserError
+from autorank.search import build_space, list_presets, load_space
+from autorank.search.space import SpaceConfig, space_from_dict
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.a = nn.Conv2d(16, 32, 3, padding=1)
+        self.b = nn.Conv2d(32, 32, 3, padding=1)
+        self.pw = nn.Conv2d(32, 32, 1)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pw(self.b(self.a(self.stem(x)))).mean((2, 3)))
+
+
+def space_for(**overrides: object) -> ar.search.SearchSpace:
+    net = Net()
+    return build_space(net, ar.inventory(net, (1, 3, 8, 8)), space_from_dict(overrides))
+
+
+def test_presets_load() -> None:
+    assert {"default", "cifar_resnet", "tiny"} <= set(list_presets())
+    for name in list_presets():
+        assert isinstance(load_space(name), SpaceConfig)
+
+
+@pytest.mark.parametrize(
+    ("data", "pattern"),
+    [
+        ({"methodz": ["svd"]}, r"methodz: unknown key"),
+        ({"methods": []}, r"methods: is empty"),
+        ({"methods": ["svd", "qr"]}, r"unknown method 'qr'"),
+        ({"min_params": "big"}, r"min_params: expected int"),
+        ({"strength": [0.5, 2.0]}, r"strength: needs \[low, high\]"),
+        ({"objectives": ["params"]}, r"objectives: must start with 'accuracy'"),
+        ({"finetune": {"stepz": 3}}, r"finetune.stepz: unknown key"),
+        ({"finetune": {"lr": -1.0}}, r"finetune: needs"),
+    ],
+)
+def test_bad_presets_name_the_key(data: dict[str, object], pattern: str) -> None:
+    with pytest.raises(UserError, match=pattern):
+        space_from_dict(data)
+
+
+def test_yaml_python_tags_are_refused(tmp_path: Path) -> None:
+    evil = tmp_path / "evil.yaml"
+    marker = tmp_path / "pwned"
+    evil.write_text(f"methods: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_space(evil)
+    assert not marker.exists()
+
+
+def test_default_exclusions_and_methods() -> None:
+    space = space_for()
+    names = [layer.name for layer in space.layers]
+    assert names == ["a", "b", "pw"]  # first conv and the classifier excluded
+    by_name = {layer.name: layer for layer in space.layers}
+    assert by_name["pw"].methods == ("svd", "keep")  # 1x1: only svd applies
+    assert "tucker2" in by_name["a"].methods and by_name["a"].default_method == "tucker2"
+    assert [layer.name for layer in space_for(exclude=["b*"]).layers] == ["a", "pw"]
+    with pytest.raises(UserError, match="no compressible layer"):
+        space_for(exclude=["*"])
+
+
+def test_seeds_are_evbmf_tucker2_then_musco() -> None:
+    net = Net()
+    space = build_space(net, ar.inventory(net, (1, 3, 8, 8)), SpaceConfig())
+    evbmf, musco = (space.plan(p) for p in space.seeds())
+    for layer in space.layers:
+        method = layer.default_method
+        assert evbmf[layer.name] == ar.LayerChoice(method, layer.seed[method])
+        expected = ar.musco_weaken(layer.full[method], layer.seed[method], 0.8)
+        assert musco[layer.name].rank == pytest.approx(expected, abs=1)
+
+
+def test_plans_are_valid_and_names_stable() -> None:
+    net = Net()
+    space = build_space(net, ar.inventory(net, (1, 3, 8, 8)), SpaceConfig())
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    names = None
+    for _ in range(25):
+        trial = study.ask()
+        space.suggest(trial)
+        if names is None:
+            names = set(trial.params)
+        assert set(trial.params) == names
+        ar.apply_plan(net, space.plan(trial.params))  # every sampled plan builds
+        study.tell(trial, [0.5, 1.0])
+    assert names == {"w", "method.a", "method.b", "method.pw", "scale.a", "scale.b", "scale.pw"}
+
+
+def test_same_seed_same_plans() -> None:
+    net = Net()
+    space = build_space(net, ar.inventory(net, (1, 3, 8, 8)), SpaceConfig())
+
+    def plans(seed: int) -> list[str]:
+        study = optuna.create_study(directions=["maximize", "minimize"],
+                                    sampler=optuna.samplers.TPESampler(seed=seed, multivariate=True,
+                                                                       n_startup_trials=3))
+        out = []
+        for i in range(8):
+            trial = study.ask()
+            space.suggest(trial)
+            plan = space.plan(trial.params)
+            out.append(ar.plan_to_json(plan))
+            study.tell(trial, [i / 10, float(ar.count_params(ar.apply_plan(net, plan)))])
+        return out
+
+    assert plans(3) == plans(3)
+    assert plans(3) != plans(4)
