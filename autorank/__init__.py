@@ -15,6 +15,17 @@ from .types import LayerChoice, LayerInfo, Plan, TrialResult, plan_from_json, pl
 
 __version__ = "0.1.0"
 
+_SUBMODULES = ("config", "data", "engine", "models", "search")
+
+
+def __getattr__(name: str) -> object:
+    # Submodules load on first use: `import autorank` stays light and never imports Ray.
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 __all__ = [
     "LayerChoice",
     "LayerInfo",

@@ -81,6 +81,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="cifar10",
                    help="cifar10, cifar100, digits, synthetic, npz:PATH or imagefolder:PATH")
     p.add_argument("--data-dir", default=None, help="where data sets live ($AUTORANK_DATA_DIR)")
+    p.add_argument("--download", action="store_true", help="let torchvision fetch CIFAR if absent")
     p.add_argument("--checkpoint", default=None,
                    help="trained baseline; without it one is trained first and cached")
     p.add_argument("--space", default=None, help="search-space preset name or YAML file")
@@ -117,7 +118,7 @@ def _search(args: argparse.Namespace) -> int:
     objectives = args.objectives.split(",") if args.objectives else None
     cfg = make_config(
         space=args.space, finetune_steps=args.finetune_steps, objectives=objectives,
-        model=args.model, dataset=args.dataset, data_dir=args.data_dir,
+        model=args.model, dataset=args.dataset, data_dir=args.data_dir, download=args.download or None,
         checkpoint=resolve_checkpoint(args.checkpoint), budget=args.budget,
         parallel=args.parallel, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, address=args.address, storage=args.storage,

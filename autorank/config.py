@@ -24,7 +24,8 @@ class SearchConfig:
 
     model: str = "resnet18"
     dataset: str = "cifar10"
-    data_dir: str | None = None  # default: $AUTORANK_DATA_DIR, then ./data
+    data_dir: str | None = None  # default: $AUTORANK_DATA_DIR
+    download: bool = False  # let torchvision fetch CIFAR when it is not found
     checkpoint: str | None = None  # None: train a baseline first (cached)
     budget: int = 50  # trials, including the seeds and failed ones
     parallel: int | None = None  # concurrent trials; default: CPUs (or GPUs) / per-trial share

@@ -111,7 +111,8 @@ def _load_baseline(cfg: SearchConfig) -> tuple[nn.Module, Any]:
 
     spec = get_model_spec(cfg.model)
     data = get_data(cfg.dataset, data_dir=cfg.data_root(), val_source=cfg.resolved_val_source,
-                    val_size=cfg.val_size, seed=cfg.seed, mean=spec.mean, std=spec.std)
+                    val_size=cfg.val_size, seed=cfg.seed, mean=spec.mean, std=spec.std,
+                    download=cfg.download)
     checkpoint = cfg.checkpoint
     if checkpoint is None:
         log.info("no checkpoint: training a %s baseline for %d epochs (cached)", cfg.model,

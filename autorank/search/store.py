@@ -161,14 +161,17 @@ def finished_count(study: Any) -> int:
 
 
 def trials_frame(study: Any) -> pd.DataFrame:
-    """One row per trial of the study, the columns of ``trials.csv`` plus the sampled ``w``."""
+    """One row per trial of the study: the columns of ``trials.csv``, the sampled ``w``, and when
+    the trial was started and completed (ISO 8601)."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {"number": t.number, "state": _STATES.get(t.state.name, t.state.name)}
         row.update({k: t.user_attrs.get(k) for k in _METRIC_ATTRS})
         row["w"] = t.params.get("w")
+        row["started"] = t.datetime_start.isoformat() if t.datetime_start else None
+        row["completed"] = t.datetime_complete.isoformat() if t.datetime_complete else None
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS, "w"])
+    frame = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS, "w", "started", "completed"])
     for col in ("val_accuracy", "latency_ms", "latency_batch_ms", "params_ratio", "flops_ratio",
                 "duration_s", "finetune_s", "evaluate_s", "w"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce")

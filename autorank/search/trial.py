@@ -20,7 +20,7 @@ from ..decompose import apply_plan
 from ..engine import NonFiniteLossError, evaluate, finetune, recalibrate_bn
 from ..metrics import count_flops, count_params, measure_latency, num_threads
 from ..models import get_model
-from ..types import plan_to_json
+from ..types import Plan, plan_to_json
 from .space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -131,8 +131,12 @@ def _apply_fault(kind: str | None, ctx: TrialContext) -> TrialContext:
     return ctx
 
 
-def run_trial(ctx: TrialContext, params: Mapping[str, Any]) -> dict[str, Any]:
+def run_trial(ctx: TrialContext, params: Mapping[str, Any], *, plan: Plan | None = None
+              ) -> dict[str, Any]:
     """Run one trial and return its metrics; never raises for a trial's own failure.
+
+    The plan is ``ctx.space.plan(params)``, or ``plan`` when given (a fixed recipe measured
+    under exactly the same fine-tune and measurements, as the benches do).
 
     Returns:
         A flat dict: ``failed`` (0/1), ``error`` (the reason, when failed), ``plan`` (JSON),
@@ -145,7 +149,7 @@ def run_trial(ctx: TrialContext, params: Mapping[str, Any]) -> dict[str, Any]:
     try:
         with num_threads(ctx.threads):
             ctx = _apply_fault(injected_fault(params.get("trial_number")), ctx)
-            plan = ctx.space.plan(params)
+            plan = ctx.space.plan(params) if plan is None else plan
             out["plan"] = plan_to_json(plan)
             baseline = baseline_model(ctx)
             model = apply_plan(baseline, plan).to(ctx.device)
