@@ -1,0 +1,78 @@
+"""The CLI: bad input is one line on stderr and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autorank.cli import main
+from autorank.errors import UserError
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse's own usage errors
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "pattern"),
+    [
+        (["search", "--budget", "0"], "--budget must be a positive number of trials, got 0"),
+        (["search", "--budget", "x"], "invalid int value: 'x'"),
+        (["search", "--model", "nope", "--budget", "2"], "unknown model 'nope'; expected one of"),
+        (["search", "--model", "tiny_cnn", "--dataset", "mnist"], "unknown data set 'mnist'"),
+        (["search", "--objectives", "speed"], "unknown objective 'speed'"),
+        (["search", "--space", "nope"], "unknown search space 'nope'"),
+        (["search", "--checkpoint", "/no/such.pt"], "checkpoint '/no/such.pt' not found"),
+        (["search", "--runner", "spark"], "invalid choice: 'spark'"),
+        (["inventory", "--model", "resnet20", "--checkpoint", "/no/such.pt"], "not found"),
+        (["train", "--model", "tiny_cnn", "--dataset", "digits", "--epochs", "0"], "--epochs must be"),
+    ],
+)
+def test_bad_input_is_one_line_and_status_2(argv: list[str], pattern: str, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(argv, capsys)
+    assert code == 2
+    assert pattern in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # nothing written for bad input
+
+
+def test_resume_without_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["search", "--model", "tiny_cnn", "--dataset", "digits", "--resume",
+                        "--out", str(tmp_path)], capsys)
+    assert code == 2 and "holds no autorank run" in err
+
+
+def test_debug_shows_the_traceback() -> None:
+    with pytest.raises(UserError, match="--budget"):
+        main(["--debug", "search", "--budget", "0"])
+
+
+def test_inventory_and_listings(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["inventory", "--model", "tiny_cnn", "--format", "csv"], capsys)
+    assert code == 0
+    header, *rows = out.strip().splitlines()
+    assert header.startswith("layer,type,weight_shape,params,mflops,vbmf_rank")
+    assert len(rows) >= 3
+    code, out, _ = run(["methods"], capsys)
+    assert code == 0 and "tucker2" in out and "('r_in', 'r_out')" in out
+    code, out, _ = run(["models"], capsys)
+    assert code == 0 and "resnet20" in out.split()
+
+
+def test_python_m_autorank_works() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "autorank", "methods"], capture_output=True,
+                          text=True, check=True)
+    assert "spatial_svd" in done.stdout
