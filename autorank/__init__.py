@@ -6,6 +6,10 @@ Optuna are imported by the search when it runs.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from .decompose import apply_plan, get_method, list_methods
 from .errors import UserError
 from .inventory import inventory
@@ -13,9 +17,28 @@ from .metrics import count_flops, count_params, measure_latency
 from .rank import evbmf_rank, musco_weaken, rank_from_ratio, vbmf_rank_for
 from .types import LayerChoice, LayerInfo, Plan, TrialResult, plan_from_json, plan_to_json
 
+if TYPE_CHECKING:
+    from .config import SearchConfig
+    from .sweep import Progress, SearchResult
+
 __version__ = "0.1.0"
 
-_SUBMODULES = ("config", "data", "engine", "models", "search")
+_SUBMODULES = ("config", "data", "engine", "models", "sweep")
+
+
+def search(config: SearchConfig, *, resume: bool = False,
+           progress: Callable[[Progress], None] | None = None) -> SearchResult:
+    """Run a search (see :func:`autorank.sweep.search`); Ray is imported only here."""
+    from .sweep import search as run
+
+    return run(config, resume=resume, progress=progress)
+
+
+def load_run(path: str | os.PathLike[str]) -> SearchResult:
+    """Read a run directory back (see :func:`autorank.sweep.load_run`)."""
+    from .sweep import load_run as load
+
+    return load(path)
 
 
 def __getattr__(name: str) -> object:
@@ -40,10 +63,12 @@ __all__ = [
     "get_method",
     "inventory",
     "list_methods",
+    "load_run",
     "measure_latency",
     "musco_weaken",
     "plan_from_json",
     "plan_to_json",
     "rank_from_ratio",
+    "search",
     "vbmf_rank_for",
 ]

@@ -112,8 +112,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 def _search(args: argparse.Namespace) -> int:
     """Search per-layer decompositions and ranks; writes a run directory with the Pareto front."""
     from .config import make_config
-    from .search import search
-    from .search.report import front_text
+    from .sweep import search
+    from .sweep.report import front_text
 
     objectives = args.objectives.split(",") if args.objectives else None
     cfg = make_config(
@@ -157,9 +157,9 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 @command("report", _report_args)
 def _report(args: argparse.Namespace) -> int:
     """Print a run's Pareto front and rewrite its plot."""
-    from .search import load_run
-    from .search.report import front_text, plot_front
-    from .search.store import RunDir
+    from .sweep import load_run
+    from .sweep.report import front_text, plot_front
+    from .sweep.store import RunDir
 
     result = load_run(args.run)
     front = result.pareto()

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from .errors import UserError
-from .search.space import FinetuneSettings, SpaceConfig, load_space, space_from_dict
+from .sweep.space import FinetuneSettings, SpaceConfig, load_space, space_from_dict
 
 RUNNERS = ("ray", "local")
 VAL_SOURCES = ("auto", "train", "test")
@@ -115,7 +115,7 @@ def make_config(*, space: str | None = None, finetune_steps: int | None = None,
 
 
 def save_config(cfg: SearchConfig, path: Path) -> None:
-    from .search.store import atomic_write
+    from .sweep.store import atomic_write
 
     atomic_write(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 

@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from autorank.config import make_config
-from autorank.search import hypervolume_2d, search
-from autorank.search.space import space_from_dict
+from autorank.sweep import hypervolume_2d, search
+from autorank.sweep.space import space_from_dict
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -106,8 +106,8 @@ def uniform_rows(args: argparse.Namespace) -> list[dict]:
     from autorank.data import get_data
     from autorank.metrics import count_flops, count_params
     from autorank.models import get_model, get_model_spec
-    from autorank.search.space import build_space
-    from autorank.search.trial import TrialContext, run_trial
+    from autorank.sweep.space import build_space
+    from autorank.sweep.trial import TrialContext, run_trial
 
     cfg = arm_config(args, Path(args.work) / "uniform", "tpe", 1)
     spec = get_model_spec("resnet20")

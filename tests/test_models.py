@@ -11,6 +11,8 @@ import torch
 import torchvision.models._api as tv_api
 from torch import nn
 
+import autorank as ar
+from autorank import LayerChoice
 from autorank.data import get_data
 from autorank.engine import evaluate
 from autorank.errors import UserError
@@ -217,3 +219,24 @@ def test_checkpoints_reproduce_published_accuracy(
     model = get_model(name, checkpoint=weights_dir / file)
     assert data.num_examples("test") == 10_000
     assert evaluate(model, data, "test") == pytest.approx(accuracy, abs=5e-5)
+
+
+@pytest.mark.parametrize("name", REFERENCE_FIVE)
+def test_reference_five_factorize_at_vbmf_ranks(name: str) -> None:
+    # The slides' recipe (Kim et al. 2016): every k x k conv to tucker2 at its EVBMF ranks,
+    # 1x1 convs and linears to svd at theirs. Random init: ranks are tiny, the wiring is the test.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = get_model(name, num_classes=10, input_size=32).eval()
+    rows = ar.inventory(model, (1, 3, 32, 32))
+    plan = {
+        r.name: LayerChoice("tucker2", r.vbmf_ranks["tucker2"]) if "tucker2" in r.max_rank
+        else LayerChoice("svd", r.vbmf_ranks["svd"])
+        for r in rows
+    }
+    assert any(c.method == "tucker2" for c in plan.values())
+    compressed = ar.apply_plan(model, plan)
+    out = _forward(compressed, batch=1)
+    assert out.shape == (1, 10)
+    assert torch.isfinite(out).all()
+    assert ar.count_params(compressed) < ar.count_params(model)

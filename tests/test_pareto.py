@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from autorank.search import hypervolume_2d, pareto_front, pareto_mask
+from autorank.sweep import hypervolume_2d, pareto_front, pareto_mask
 
 
 def brute_force_front(v: np.ndarray) -> np.ndarray:

@@ -19,8 +19,8 @@ import pytest
 import autorank as ar
 from autorank.config import make_config
 from autorank.errors import UserError
-from autorank.search import load_run, pareto_front, search
-from autorank.search.space import objective_metrics
+from autorank.sweep import load_run, pareto_front, search
+from autorank.sweep.space import objective_metrics
 
 
 def tiny_config(out: Path, checkpoint: Path, **flags: object) -> ar.config.SearchConfig:

@@ -9,8 +9,8 @@ from torch import nn
 
 import autorank as ar
 from autorank.errors import UserError
-from autorank.search import build_space, list_presets, load_space
-from autorank.search.space import SpaceConfig, space_from_dict
+from autorank.sweep import build_space, list_presets, load_space
+from autorank.sweep.space import SpaceConfig, space_from_dict
 
 
 class Net(nn.Module):
@@ -27,7 +27,7 @@ class Net(nn.Module):
         return self.fc(self.pw(self.b(self.a(self.stem(x)))).mean((2, 3)))
 
 
-def space_for(**overrides: object) -> ar.search.SearchSpace:
+def space_for(**overrides: object) -> ar.sweep.SearchSpace:
     net = Net()
     return build_space(net, ar.inventory(net, (1, 3, 8, 8)), space_from_dict(overrides))
 
