@@ -300,12 +300,18 @@ def recalibrate_bn(
     batches: int = 20,
     batch_size: int = 128,
     device: str | torch.device = "cpu",
+    augment: bool = True,
 ) -> int:
     """Re-estimate BatchNorm running statistics on training images, without gradients.
 
     Resets each BN's running mean/var and accumulates a cumulative average (``momentum=None``)
-    over ``batches`` un-augmented training batches, then restores each BN's momentum and the
-    model's mode. Needed after factorization changes the activations a BN layer sees.
+    over ``batches`` training batches, then restores each BN's momentum and the model's mode.
+    Needed after factorization changes the activations a BN layer sees.
+
+    The batches are augmented (crop + flip) by default, as in training: statistics of
+    un-augmented images differ from those a checkpoint learned, and measured on the CIFAR
+    ResNet-20 checkpoint, recalibrating the dense model on un-augmented batches costs 2.8 points
+    of test accuracy (91.73 -> 88.97 %), on augmented ones 0.1 (91.62 %).
 
     Args:
         model: the model, modified in place.
@@ -313,6 +319,7 @@ def recalibrate_bn(
         batches: number of batches to average over.
         batch_size: images per batch.
         device: where to run.
+        augment: random crop + flip, as the training batches had.
 
     Returns:
         The number of BN layers recalibrated.
@@ -332,8 +339,8 @@ def recalibrate_bn(
     try:
         with torch.no_grad():
             for x, _ in data.batches("train", batch_size=batch_size, shuffle=True,
-                                     generator=torch.Generator().manual_seed(0), device=dev,
-                                     limit=batches * batch_size):
+                                     augment=augment, generator=torch.Generator().manual_seed(0),
+                                     device=dev, limit=batches * batch_size):
                 model(x)
     finally:
         for bn, momentum in zip(bns, momenta, strict=True):
