@@ -80,12 +80,19 @@ def summarise(name: str, trials: pd.DataFrame, front: pd.DataFrame, baseline: di
 
 
 def run_arm(args: argparse.Namespace, name: str, sampler: str, parallel: int) -> tuple[dict, pd.DataFrame]:
+    """Run one search arm, or read it back when ``--work`` already holds it finished."""
     import ray
+
+    from autorank import load_run
 
     out = Path(args.work) / name
     start = time.time()
-    result = search(arm_config(args, out, sampler, parallel))
-    ray.shutdown()
+    if (out / "pareto.csv").exists():
+        result = load_run(out)
+        parallel = result.config.parallel or parallel
+    else:
+        result = search(arm_config(args, out, sampler, parallel))
+        ray.shutdown()
     wall = time.time() - start
     row = summarise(name, result.trials, result.pareto(), result.baseline, wall, parallel)
     return row, result.trials
@@ -94,10 +101,11 @@ def run_arm(args: argparse.Namespace, name: str, sampler: str, parallel: int) ->
 def one_shot_rows(trials: pd.DataFrame, baseline: dict) -> list[dict]:
     seed = trials[trials["number"] == 0].iloc[0]
     musco = trials[trials["number"] == 1].iloc[0]
+    r0, r1 = float(seed["w"]), float(musco["w"])
     return [{"arm": label, "params_ratio": float(r["params_ratio"]),
              "flops_ratio": float(r["flops_ratio"]), "val": float(r["val_accuracy"]),
              "drop_pp": 100 * (baseline["val_accuracy"] - float(r["val_accuracy"]))}
-            for label, r in (("vbmf one-shot (trial 0)", seed), ("musco w=0.8 (trial 1)", musco))]
+            for label, r in ((f"seed trial 0 (w={r0:.2f})", seed), (f"seed trial 1 (w={r1:.2f})", musco))]
 
 
 def uniform_rows(args: argparse.Namespace) -> list[dict]:
@@ -120,6 +128,11 @@ def uniform_rows(args: argparse.Namespace) -> list[dict]:
                        baseline_flops=count_flops(model, (1, 3, 32, 32)), data=data,
                        space=space, threads=2, seed=args.seed)
     rows = []
+    for label, w in (("vbmf one-shot tucker2 (w=1, Kim et al.)", 1.0), ("musco tucker2 (w=0.8)", 0.8)):
+        out = run_trial(ctx, {}, plan=space.plan(space.seed_params(w)))
+        rows.append({"arm": label, "params_ratio": out.get("params_ratio"),
+                     "flops_ratio": out.get("flops_ratio"), "val": out.get("val_accuracy"),
+                     "error": out.get("error", "")})
     for fraction in (0.25, 0.375, 0.5, 0.75):
         plan = {}
         for layer in space.layers:
@@ -141,6 +154,8 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="/tmp/autorank-search-quality")
     parser.add_argument("--arms", default="search,random,uniform")
+    parser.add_argument("--random-parallel", type=int, default=1,
+                        help="parallel trials of the random arm (1 also gives trials/hour at 1)")
     args = parser.parse_args()
     if not (os.environ.get("AUTORANK_DATA_DIR") and os.environ.get("AUTORANK_WEIGHTS_DIR")):
         print("set AUTORANK_DATA_DIR (cifar10.npz) and AUTORANK_WEIGHTS_DIR (resnet20 checkpoint)")
@@ -148,13 +163,13 @@ def main() -> int:
     arms = args.arms.split(",")
     rows, extra = [], []
     baseline = None
-    for name, sampler, parallel in (("search", "tpe", 2), ("random", "random", 1)):
+    for name, sampler, parallel in (("search", "tpe", 2), ("random", "random", args.random_parallel)):
         if name in arms:
             row, trials = run_arm(args, name, sampler, parallel)
             rows.append(row)
             baseline = json.loads((Path(args.work) / name / "baseline.json").read_text())
             if name == "search":
-                extra += one_shot_rows(trials, baseline)
+                extra += one_shot_rows(trials, baseline)  # the seeds as the search ran them
     if "uniform" in arms:
         extra += uniform_rows(args)
     report = {"settings": vars(args), "baseline": baseline, "arms": rows, "fixed_plans": extra}

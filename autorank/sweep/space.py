@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -197,7 +198,10 @@ class SearchSpace:
 
     def suggest(self, trial: Any) -> dict[str, Any]:
         """Draw every parameter from an Optuna trial; pure (no computation beyond the draws)."""
-        trial.suggest_float("w", *self.config.strength)
+        with warnings.catch_warnings():
+            # an enqueued seed may sit outside the strength range on purpose (see seeds())
+            warnings.filterwarnings("ignore", message="Fixed parameter .* out of range")
+            trial.suggest_float("w", *self.config.strength)
         for layer in self.layers:
             trial.suggest_categorical(f"method.{layer.name}", list(layer.methods))
             trial.suggest_float(f"scale.{layer.name}", *self.config.scale)
@@ -227,9 +231,12 @@ class SearchSpace:
         return params
 
     def seeds(self) -> list[dict[str, Any]]:
-        """Enqueued first: Tucker-2 at EVBMF ranks (Kim et al. 2016), then MUSCO-weakened."""
-        lo, hi = self.config.strength
-        return [self.seed_params(min(max(w, lo), hi)) for w in (1.0, self.config.musco_w)]
+        """Enqueued first: Tucker-2 at EVBMF ranks (Kim et al. 2016), then MUSCO-weakened.
+
+        The seeds keep their own ``w`` even outside the preset's strength range: they are the
+        published recipes, measured as they are (Optuna takes an enqueued value as given).
+        """
+        return [self.seed_params(w) for w in (1.0, self.config.musco_w)]
 
 
 def _eligible(rows: Sequence[LayerInfo], cfg: SpaceConfig) -> list[LayerInfo]:
