@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,32 @@ _REPORTED = ("failed", "error", "plan", "val_accuracy", "params", "flops", "late
              "evaluate_s")
 
 
-def _trainable(config: dict[str, Any], ctx: TrialContext) -> None:
+@dataclass(frozen=True)
+class _ContextHandle:
+    """A trial context in Ray's object store, named by its key: small enough to ship per trial."""
+
+    key: str
+    ref: Any  # ray.ObjectRef of a TrialContext
+
+
+# The context each worker process has fetched, by key: tune.with_parameters would deserialize
+# the whole context (the data set included) again for every trial a reused worker runs.
+_CONTEXTS: dict[str, TrialContext] = {}
+
+
+def _context(handle: _ContextHandle) -> TrialContext:
+    import ray
+
+    if handle.key not in _CONTEXTS:
+        _CONTEXTS.clear()
+        _CONTEXTS[handle.key] = ray.get(handle.ref)
+    return _CONTEXTS[handle.key]
+
+
+def _trainable(config: dict[str, Any], handle: _ContextHandle) -> None:
     from ray import tune
 
-    outcome = run_trial(ctx, config)
+    outcome = run_trial(_context(handle), config)
     if outcome["failed"]:
         # Tune checks the searcher's metrics are in every result: send neutral values, the
         # searcher sees the flag and tells Optuna FAIL.
@@ -133,7 +156,10 @@ def run_ray(
         space=ctx.space.suggest, metric=metrics, mode=modes, sampler=sampler,
         study_name=study.study_name, storage=study._storage, seed=ctx.seed,
         metrics=metrics, on_done=on_done)
-    trainable = tune.with_resources(tune.with_parameters(_trainable, ctx=ctx), resources)
+    import ray
+
+    handle = _ContextHandle(ctx.key, ray.put(ctx))
+    trainable = tune.with_resources(tune.with_parameters(_trainable, handle=handle), resources)
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=num_trials,

