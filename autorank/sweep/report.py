@@ -44,8 +44,8 @@ def front_text(front: pd.DataFrame, baseline: dict[str, Any]) -> str:
         else:
             lines.append(
                 f"within {drop * 100:.0f} pp of the baseline: trial {int(best['number'])}, "
-                f"{best['params_ratio']:.2f}x fewer params, {best['flops_ratio']:.2f}x fewer "
-                f"FLOPs, val {best['val_accuracy']:.4f}"
+                f"params ratio {best['params_ratio']:.2f}x, FLOPs ratio {best['flops_ratio']:.2f}x "
+                f"(dense / factorized), val {best['val_accuracy']:.4f}"
                 + (f", test {best['test_accuracy']:.4f}" if "test_accuracy" in best else ""))
     return "\n".join(lines)
 
