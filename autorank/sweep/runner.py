@@ -224,8 +224,6 @@ def search(cfg: SearchConfig, *, resume: bool = False,
 
     _check_names(cfg)
     run = RunDir(cfg.out_dir())
-    if not resume and run.config.exists():
-        _prepare_run(cfg, run, resume)  # raises: refuses to overwrite another run
     with run.lock():
         cfg = _prepare_run(cfg, run, resume)
         save_config(cfg, run.config)

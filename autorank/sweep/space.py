@@ -11,7 +11,6 @@ trials: ``w``, ``method.<layer>``, ``scale.<layer>``.
 from __future__ import annotations
 
 import fnmatch
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -288,7 +287,3 @@ def objective_metrics(cfg: SpaceConfig) -> tuple[list[str], list[str]]:
     pairs = [OBJECTIVES[o] for o in cfg.objectives]
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
-
-def log2_span(cfg: SpaceConfig) -> float:
-    """Largest factor the per-layer scale can move a rank by."""
-    return math.pow(2.0, max(abs(cfg.scale[0]), abs(cfg.scale[1])))
