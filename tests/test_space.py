@@ -105,6 +105,27 @@ def test_plans_are_valid_and_names_stable() -> None:
     assert names == {"w", "method.a", "method.b", "method.pw", "scale.a", "scale.b", "scale.pw"}
 
 
+def test_groups_share_method_and_offset() -> None:
+    space = space_for(groups=2)
+    assert [layer.key for layer in space.layers] == ["g0", "g0", "g1"]
+    assert space.keys()["g1"] == ("svd", "keep")
+    params = {"w": 0.5, "method.g0": "tucker2", "scale.g0": -1.0, "method.g1": "svd", "scale.g1": 0.0}
+    plan = space.plan(params)
+    a, b = (next(x for x in space.layers if x.name == n) for n in ("a", "b"))
+    for layer in (a, b):  # the same method and offset, each on its own EVBMF seed and R
+        r_full, r_seed = layer.full["tucker2"], layer.seed["tucker2"]
+        expected = tuple(max(1, round((f - 0.5 * (f - s)) / 2)) for s, f in zip(r_seed, r_full, strict=True))
+        assert plan[layer.name] == ar.LayerChoice("tucker2", expected)
+    assert plan["pw"].method == "svd"
+    # a group's pick that one of its layers cannot take falls back to that layer's default
+    mixed = build_space(Net(), ar.inventory(Net(), (1, 3, 8, 8)), space_from_dict({"groups": 1}))
+    plan = mixed.plan({"w": 1.0, "method.g0": "tucker2", "scale.g0": 0.0})
+    assert [plan[n].method for n in ("a", "b", "pw")] == ["tucker2", "tucker2", "svd"]
+    assert mixed.plan(mixed.seeds()[0]) == space_for().plan(space_for().seeds()[0])
+    with pytest.raises(UserError, match="groups: must be >= 0"):
+        space_from_dict({"groups": -1})
+
+
 def test_same_seed_same_plans() -> None:
     net = Net()
     space = build_space(net, ar.inventory(net, (1, 3, 8, 8)), SpaceConfig())

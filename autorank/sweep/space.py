@@ -3,13 +3,17 @@ define-by-run function.
 
 Structure the sampler can learn with ~50 trials: one global strength ``w`` (MUSCO's weakening
 factor, Gusak et al. 2019: rank = R - w (R - r_vbmf), so w = 1 is the EVBMF rank of Kim et al.
-2016 and w = 0 the rank at which the factorization costs as much as the dense layer), plus per
-layer a method and a log2 offset of the rank around that. Parameter names are stable across
-trials: ``w``, ``method.<layer>``, ``scale.<layer>``.
+2016 and w = 0 the rank at which the factorization costs as much as the dense layer), plus a
+method and a log2 offset of the rank around that, per layer or, with ``groups: N``, per
+contiguous depth group of layers (a handful of parameters instead of two per layer: a budget of
+~50 trials can learn that, say, the last stage takes the compression and the first is kept).
+Parameter names are stable across trials: ``w``, ``method.<key>``, ``scale.<key>`` where the
+key is the layer's dotted name, or ``g0``, ``g1``, ... for groups.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import warnings
 from collections.abc import Mapping, Sequence
@@ -58,7 +62,8 @@ class SpaceConfig:
     exclude_classifier: bool = True
     min_params: int = 1000  # smaller layers are kept: their factorization cannot pay off
     strength: tuple[float, float] = (0.0, 1.0)  # range of the global weakening factor w
-    scale: tuple[float, float] = (-1.0, 1.0)  # range of the per-layer log2 rank offset
+    scale: tuple[float, float] = (-1.0, 1.0)  # range of the per-layer (or per-group) log2 rank offset
+    groups: int = 0  # 0: a method and an offset per layer; N: per contiguous group of layers
     musco_w: float = 0.8  # the MUSCO seed's weakening factor (Gusak et al. 2019)
     objectives: tuple[str, ...] = ("accuracy", "params")
     sampler: str = "tpe"
@@ -95,6 +100,8 @@ def _check_space(cfg: SpaceConfig) -> None:
     _check_range("scale", cfg.scale, -8.0, 8.0)
     if not 0.0 <= cfg.musco_w <= 1.0:
         raise _fail("musco_w", f"must be in [0, 1], got {cfg.musco_w}")
+    if cfg.groups < 0:
+        raise _fail("groups", f"must be >= 0 (0: per layer), got {cfg.groups}")
     if cfg.min_params < 0 or cfg.latency_batch < 1:
         raise _fail("min_params/latency_batch", "must be >= 0 and >= 1")
     ft = cfg.finetune
@@ -106,8 +113,8 @@ def _check_space(cfg: SpaceConfig) -> None:
 
 _TYPES: dict[str, type] = {"methods": tuple, "exclude": tuple, "exclude_first_conv": bool,
                            "exclude_classifier": bool, "min_params": int, "strength": tuple,
-                           "scale": tuple, "musco_w": float, "objectives": tuple, "sampler": str,
-                           "latency_batch": int, "finetune": dict}
+                           "scale": tuple, "groups": int, "musco_w": float, "objectives": tuple,
+                           "sampler": str, "latency_batch": int, "finetune": dict}
 
 
 def _typed(key: str, value: Any, want: type) -> Any:
@@ -186,6 +193,11 @@ class LayerSpace:
     seed: dict[str, tuple[int, ...]]
     full: dict[str, tuple[int, ...]]
     default_method: str
+    key: str = ""  # whose ``method.``/``scale.`` parameters it takes: itself, or its group
+
+    def choose(self, method: str) -> str:
+        """``method`` where this layer supports it, else its default (a group's pick)."""
+        return method if method in self.methods else self.default_method
 
 
 @dataclass(frozen=True)
@@ -201,20 +213,28 @@ class SearchSpace:
             # an enqueued seed may sit outside the strength range on purpose (see seeds())
             warnings.filterwarnings("ignore", message="Fixed parameter .* out of range")
             trial.suggest_float("w", *self.config.strength)
-        for layer in self.layers:
-            trial.suggest_categorical(f"method.{layer.name}", list(layer.methods))
-            trial.suggest_float(f"scale.{layer.name}", *self.config.scale)
+        for key, methods in self.keys().items():
+            trial.suggest_categorical(f"method.{key}", list(methods))
+            trial.suggest_float(f"scale.{key}", *self.config.scale)
         return {"trial_number": trial.number}
+
+    def keys(self) -> dict[str, tuple[str, ...]]:
+        """Parameter keys (layer names, or groups) in order, each with the methods it offers."""
+        out: dict[str, tuple[str, ...]] = {}
+        for layer in self.layers:
+            known = out.get(layer.key, ())
+            out[layer.key] = known + tuple(m for m in layer.methods if m not in known)
+        return out
 
     def plan(self, params: Mapping[str, Any]) -> Plan:
         """The plan a parameter set stands for (layers whose method is ``keep`` are left out)."""
         w = float(params["w"])
         plan: Plan = {}
         for layer in self.layers:
-            method = str(params[f"method.{layer.name}"])
+            method = layer.choose(str(params[f"method.{layer.key}"]))
             if method == "keep":
                 continue
-            factor = 2.0 ** float(params.get(f"scale.{layer.name}", 0.0))
+            factor = 2.0 ** float(params.get(f"scale.{layer.key}", 0.0))
             rank = tuple(
                 max(1, min(r_full, round((r_full - w * (r_full - r_seed)) * factor)))
                 for r_seed, r_full in zip(layer.seed[method], layer.full[method], strict=True))
@@ -224,9 +244,12 @@ class SearchSpace:
     def seed_params(self, w: float, method: str = "tucker2") -> dict[str, Any]:
         """Parameters of the classic recipes: every layer ``method`` (or its default) at ``w``."""
         params: dict[str, Any] = {"w": w}
-        for layer in self.layers:
-            params[f"method.{layer.name}"] = method if method in layer.methods else layer.default_method
-            params[f"scale.{layer.name}"] = 0.0
+        offered = self.keys()
+        for layer in self.layers:  # a key's first layer decides its fallback
+            if f"method.{layer.key}" not in params:
+                ok = method in offered[layer.key]
+                params[f"method.{layer.key}"] = method if ok else layer.default_method
+                params[f"scale.{layer.key}"] = 0.0
         return params
 
     def seeds(self) -> list[dict[str, Any]]:
@@ -279,7 +302,16 @@ def build_space(model: nn.Module, rows: Sequence[LayerInfo], cfg: SpaceConfig) -
         raise UserError(
             f"no compressible layer: {len(rows)} conv/linear layers, none eligible under methods "
             f"{list(cfg.methods)}, min_params={cfg.min_params} and the exclusions")
-    return SearchSpace(tuple(layers), cfg)
+    return SearchSpace(tuple(_assign_keys(layers, cfg.groups)), cfg)
+
+
+def _assign_keys(layers: Sequence[LayerSpace], groups: int) -> list[LayerSpace]:
+    """Each layer its own key, or ``g0``..``g{N-1}``: N contiguous runs of near-equal length."""
+    if groups == 0:
+        return [dataclasses.replace(layer, key=layer.name) for layer in layers]
+    n = min(groups, len(layers))
+    return [dataclasses.replace(layer, key=f"g{i * n // len(layers)}")
+            for i, layer in enumerate(layers)]
 
 
 def objective_metrics(cfg: SpaceConfig) -> tuple[list[str], list[str]]:
