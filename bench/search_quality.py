@@ -3,7 +3,8 @@
 Arms, all with the same per-trial fine-tune (steps, lr, distillation, BN recalibration) and in
 one run:
 
-- ``search``: autorank's space with multivariate TPE (``cifar_resnet`` preset), Ray Tune,
+- ``search``: autorank's space with multivariate TPE (``cifar_resnet`` preset: a method and a
+  rank offset per group of 6 convs; ``--groups 0`` searches them per layer), Ray Tune,
   ``--parallel 2``;
 - ``random``: the same space and seeds with Optuna's RandomSampler, Ray Tune, ``--parallel 1``
   (so the two arms also give trials/hour at parallel 1 vs 2);
@@ -46,7 +47,10 @@ def arm_config(args: argparse.Namespace, out: Path, sampler: str, parallel: int)
         val_source="test", val_size=args.val_size, budget=args.budget, runner="ray",
         parallel=parallel, cpus_per_trial=max(1, 2 // parallel), out=str(out), seed=args.seed,
         finetune_steps=args.steps)
-    return dataclasses.replace(cfg, space=space_from_dict({"sampler": sampler}, base=cfg.space))
+    overrides: dict = {"sampler": sampler}
+    if args.groups is not None:
+        overrides["groups"] = args.groups
+    return dataclasses.replace(cfg, space=space_from_dict(overrides, base=cfg.space))
 
 
 def summarise(name: str, trials: pd.DataFrame, front: pd.DataFrame, baseline: dict,
@@ -154,6 +158,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="/tmp/autorank-search-quality")
     parser.add_argument("--arms", default="search,random,uniform")
+    parser.add_argument("--groups", type=int, default=None,
+                        help="override the preset's groups (0: a method and offset per layer)")
+    parser.add_argument("--out", default="search_quality.json", help="file name in bench/results/")
     parser.add_argument("--random-parallel", type=int, default=1,
                         help="parallel trials of the random arm (1 also gives trials/hour at 1)")
     args = parser.parse_args()
@@ -174,7 +181,7 @@ def main() -> int:
         extra += uniform_rows(args)
     report = {"settings": vars(args), "baseline": baseline, "arms": rows, "fixed_plans": extra}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "search_quality.json").write_text(json.dumps(report, indent=2, default=float))
+    (RESULTS / args.out).write_text(json.dumps(report, indent=2, default=float))
     print(json.dumps(report, indent=2, default=float))
     return 0
 
