@@ -195,6 +195,92 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compress_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p)
+    p.add_argument("--dataset", default="cifar10",
+                   help="cifar10, cifar100, digits, synthetic, npz:PATH or imagefolder:PATH")
+    p.add_argument("--data-dir", default=None, help="where data sets live ($AUTORANK_DATA_DIR)")
+    p.add_argument("--strategy", required=True, help="vbmf-tucker2, musco or admm")
+    p.add_argument("--out", required=True, help="directory for plan, weights and results")
+    p.add_argument("--finetune-steps", type=int, default=200, help="steps of every fine-tune")
+    p.add_argument("--lr", type=float, default=0.01, help="fine-tune learning rate")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--no-distill", action="store_true", help="fine-tune without the teacher")
+    p.add_argument("--bn-batches", type=int, default=20, help="BN recalibration batches")
+    p.add_argument("--eval-limit", type=int, default=None, help="evaluate on N images only")
+    p.add_argument("--exclude", default="", help="comma list of layer globs to keep dense")
+    p.add_argument("--include-ends", action="store_true",
+                   help="factorize the first conv and the classifier too")
+    p.add_argument("--val-source", choices=["auto", "train", "test"], default="auto")
+    p.add_argument("--baseline-epochs", type=int, default=30, help="when no --checkpoint")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    g = p.add_argument_group("musco (Gusak et al. 2019)")
+    g.add_argument("--stages", type=int, default=2)
+    g.add_argument("--w", type=float, default=0.8, help="weakening factor in [0, 1]")
+    g.add_argument("--target-ratio", type=float, default=None, help="stop at this params ratio")
+    g.add_argument("--max-drop", type=float, default=None,
+                   help="stop when val accuracy falls more than this below the baseline's")
+    g = p.add_argument_group("admm (Yin et al. 2021)")
+    g.add_argument("--admm-steps", type=int, default=200)
+    g.add_argument("--format", choices=["tucker2", "tt"], default="tucker2")
+    g.add_argument("--ratio", type=float, default=4.0, help="per-layer params ratio of the ranks")
+    g.add_argument("--plan", default=None, help="JSON plan with the ranks (overrides --ratio)")
+    g.add_argument("--rho", type=float, default=1.0)
+    g.add_argument("--rho-growth", type=float, default=1.3)
+    g.add_argument("--rho-max", type=float, default=20.0)
+    g.add_argument("--update-every", type=int, default=10)
+
+
+@command("compress", _compress_args)
+def _compress(args: argparse.Namespace) -> int:
+    """Run one strategy end to end (vbmf-tucker2, musco, admm); writes model and results row."""
+    from .engine import FinetuneConfig, resolve_device
+    from .strategies import (
+        AdmmOptions,
+        BaselineSpec,
+        CompressConfig,
+        MuscoOptions,
+        compress,
+        get_strategy,
+        load_baseline,
+        read_plan,
+        save_compressed,
+    )
+
+    get_strategy(args.strategy)  # an unknown name fails before anything is loaded
+    if args.finetune_steps < 0 or args.admm_steps < 0:
+        raise UserError("--finetune-steps and --admm-steps must be >= 0")
+    device = str(resolve_device(args.device))
+    config = CompressConfig(
+        finetune=FinetuneConfig(steps=args.finetune_steps, lr=args.lr,
+                                batch_size=args.batch_size, seed=args.seed),
+        distill=not args.no_distill, bn_batches=args.bn_batches, eval_limit=args.eval_limit,
+        keep_ends=not args.include_ends, device=device,
+        exclude=tuple(g for g in args.exclude.split(",") if g),
+        musco=MuscoOptions(stages=args.stages, w=args.w, target_ratio=args.target_ratio,
+                           max_drop=args.max_drop),
+        admm=AdmmOptions(steps=args.admm_steps, method=args.format, ratio=args.ratio,
+                         plan=read_plan(args.plan) if args.plan else None, rho=args.rho,
+                         rho_growth=args.rho_growth, rho_max=args.rho_max,
+                         update_every=args.update_every))
+    spec = BaselineSpec(args.model, args.dataset, checkpoint=resolve_checkpoint(args.checkpoint),
+                        data_dir=args.data_dir, val_source=args.val_source, seed=args.seed,
+                        baseline_epochs=args.baseline_epochs, input_size=args.input_size,
+                        device=device)
+    baseline, data = load_baseline(spec)
+    row, result = compress(args.strategy, args.model, baseline, data, config)
+    info = {"model": args.model, "num_classes": data.num_classes, "input_size": args.input_size,
+            "dataset": args.dataset, "checkpoint": spec.checkpoint, "val_source": data.val_source}
+    save_compressed(args.out, row, result, config=config, model_info=info)
+    print(f"{row.model} {row.strategy}: params ratio {row.ratio:.3f}, FLOPs ratio "
+          f"{row.flops_ratio:.3f}, test accuracy {row.accuracy_before:.4f} before, "
+          f"{row.accuracy_after:.4f} right after, {row.fine_tune:.4f} fine-tuned "
+          f"({row.test_images} images, {row.wall_s:.0f} s)")
+    print(f"written to {args.out}")
+    return 0
+
+
 def resolve_checkpoint(value: str | None) -> str | None:
     """A checkpoint path as given, or looked up by file name in ``$AUTORANK_WEIGHTS_DIR``."""
     if value is None or os.path.exists(value):

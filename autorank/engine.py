@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -140,6 +140,13 @@ class FinetuneResult:
     images_per_s: float
 
 
+class TrainHook(Protocol):
+    """Extra work inside :func:`finetune`'s loop (e.g. the ADMM updates of Yin et al. 2021)."""
+
+    def after_step(self, step: int) -> None:
+        """Called after the optimizer step ``step`` (0-based)."""
+
+
 _SCHEDULES: dict[str, Callable[[int, int], float]] = {
     "cosine": lambda step, total: 0.5 * (1.0 + math.cos(math.pi * step / total)),
     "constant": lambda step, total: 1.0,
@@ -197,6 +204,7 @@ def finetune(
     teacher: nn.Module | None = None,
     device: str | torch.device = "cpu",
     progress: bool = False,
+    hook: TrainHook | None = None,
     **overrides: Any,
 ) -> FinetuneResult:
     """Train ``model`` in place with SGD + momentum and a cosine (or constant) learning rate.
@@ -213,6 +221,7 @@ def finetune(
         teacher: a frozen model whose logits the student matches.
         device: where to train.
         progress: show a tqdm bar.
+        hook: its ``after_step`` runs after every optimizer step.
         **overrides: :class:`FinetuneConfig` fields.
 
     Returns:
@@ -231,7 +240,7 @@ def finetune(
         teacher.eval().to(dev)
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(cfg.seed)  # dropout and other in-model randomness
-        return _train_loop(model, data, cfg, total, teacher, dev, progress)
+        return _train_loop(model, data, cfg, total, teacher, dev, progress, hook)
 
 
 def _loss(
@@ -248,7 +257,7 @@ def _loss(
 
 def _train_loop(
     model: nn.Module, data: DataBundle, cfg: FinetuneConfig, total: int,
-    teacher: nn.Module | None, dev: torch.device, progress: bool,
+    teacher: nn.Module | None, dev: torch.device, progress: bool, hook: TrainHook | None = None,
 ) -> FinetuneResult:
     model.to(dev).train()
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
@@ -270,6 +279,8 @@ def _train_loop(
         loss.backward()
         opt.step()
         sched.step()
+        if hook is not None:
+            hook.after_step(step)
         images += len(y)
         recent = (recent + [value])[-cfg.log_every :]
         if bar is not None:
