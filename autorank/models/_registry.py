@@ -127,3 +127,27 @@ def get_model(
         source = "state dict" if isinstance(checkpoint, Mapping) else os.fspath(checkpoint)
         load_weights(model, state, source=source)
     return model.eval()
+
+
+def check_input_shape(model: nn.Module, input_shape: tuple[int, ...], *, name: str = "the model") -> None:
+    """Refuse images ``model`` cannot take, before any time is spent training or searching.
+
+    Args:
+        model: the model (its mode is restored).
+        input_shape: one image, ``(channels, height, width)``.
+        name: what to call the model in the message.
+
+    Raises:
+        UserError: the forward pass of one such image fails (e.g. pooled below 1x1).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{name} cannot take {'x'.join(map(str, input_shape))} images ({first}); "
+                        "use larger images or another model") from err
+    finally:
+        model.train(was_training)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserError
 from .store import record
 from .trial import TrialContext, run_trial
 
@@ -116,6 +118,25 @@ def _keep_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False  # already imported: the variable came too late
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail within ``timeout_s`` when nothing listens at ``host:port``.
+
+    Ray itself retries a dead GCS address for minutes before giving up; one TCP connect says
+    at once that no cluster is there. (``auto`` is left to Ray, which fails fast without one.)
+    """
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        if address != "auto":
+            raise UserError(f"--address {address!r}: expected 'auto', 'host:port' or 'ray://host:port'")
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise UserError(f"no Ray cluster answers at --address {address!r} ({err}); start one with "
+                        "`ray start --head` or leave --address out for a local search") from err
+
+
 def init_ray(address: str | None, num_cpus: int | None, num_gpus: int | None) -> None:
     """Start Ray in-process on loopback with no dashboard, or join the cluster at ``address``."""
     import ray
@@ -126,9 +147,13 @@ def init_ray(address: str | None, num_cpus: int | None, num_gpus: int | None) ->
     if ray.is_initialized():
         return
     if address:
+        _check_reachable(address)
         if address.rsplit(":", 1)[0] in _LOOPBACK:
             _keep_loopback()
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except ConnectionError as err:
+            raise UserError(f"no Ray cluster at --address {address!r}: {err}") from err
         return
     _keep_loopback()
     ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False,

@@ -22,6 +22,7 @@ from ..types import plan_from_json
 from .space import build_space, objective_metrics
 from .store import (
     RunDir,
+    crash_point,
     fail_interrupted,
     finished_count,
     open_storage,
@@ -107,12 +108,14 @@ def _prepare_run(cfg: SearchConfig, run: RunDir, resume: bool) -> SearchConfig:
 def _load_baseline(cfg: SearchConfig) -> tuple[nn.Module, Any]:
     from ..data import get_data
     from ..engine import train_baseline
-    from ..models import get_model, get_model_spec
+    from ..models import check_input_shape, get_model, get_model_spec
 
     spec = get_model_spec(cfg.model)
     data = get_data(cfg.dataset, data_dir=cfg.data_root(), val_source=cfg.resolved_val_source,
                     val_size=cfg.val_size, seed=cfg.seed, mean=spec.mean, std=spec.std,
                     download=cfg.download)
+    check_input_shape(get_model(cfg.model, num_classes=data.num_classes, input_size=cfg.input_size),
+                      data.input_shape, name=f"model {cfg.model!r}")
     checkpoint = cfg.checkpoint
     if checkpoint is None:
         log.info("no checkpoint: training a %s baseline for %d epochs (cached)", cfg.model,
@@ -144,6 +147,7 @@ def _baseline_metrics(cfg: SearchConfig, run: RunDir, model: nn.Module, data: An
                                             repeats=5, warmup=1),
         "test_accuracy": None,
     }
+    crash_point("baseline")
     write_json(run.baseline, info)
     return info
 

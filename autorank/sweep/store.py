@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import signal
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,6 +75,17 @@ class RunDir:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def crash_point(name: str) -> None:
+    """SIGKILL this process here when ``$AUTORANK_INJECT_FAULT`` holds ``driver:<name>``.
+
+    Tests use it to kill the driver at an exact point (during the baseline, between writing a
+    results file and renaming it in place) and check that ``--resume`` loses nothing; it is
+    unset in normal use.
+    """
+    if f"driver:{name}" in os.environ.get("AUTORANK_INJECT_FAULT", "").split(","):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename: never half-written."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -81,6 +93,7 @@ def atomic_write(path: Path, text: str) -> None:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
+    crash_point(path.name)
     os.replace(tmp, path)
 
 
