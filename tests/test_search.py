@@ -103,12 +103,13 @@ class ListenWatch(threading.Thread):
             time.sleep(0.5)
 
 
-def test_ray_search_parallel_with_a_failing_trial(tmp_path: Path, tiny_checkpoint: Path,
+def test_ray_search_parallel_with_failing_trials(tmp_path: Path, tiny_checkpoint: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 
-    monkeypatch.setenv("AUTORANK_INJECT_FAULT", "raise:3")
-    cfg = tiny_config(tmp_path / "run", tiny_checkpoint, budget=6, runner="ray", parallel=2)
+    # trial 2 raises, 3 diverges to NaN, 4 runs out of memory, 5's worker process dies
+    monkeypatch.setenv("AUTORANK_INJECT_FAULT", "raise:2,nan:3,oom:4,kill:5")
+    cfg = tiny_config(tmp_path / "run", tiny_checkpoint, budget=7, runner="ray", parallel=2)
     watch = ListenWatch()
     watch.start()
     try:
@@ -118,10 +119,13 @@ def test_ray_search_parallel_with_a_failing_trial(tmp_path: Path, tiny_checkpoin
         ray.shutdown()
     assert watch.addresses, "Ray's servers were seen listening"
     assert all(is_loopback(a) for a in watch.addresses), watch.addresses
-    trials = check_run_dir(result.path, budget=6)
-    failed = trials[trials["state"] == "failed"]
-    assert list(failed["number"]) == [3]
-    assert "injected fault" in failed["error"].iloc[0]
+    trials = check_run_dir(result.path, budget=7)
+    failed = trials[trials["state"] == "failed"].set_index("number")["error"]
+    assert sorted(failed.index) == [2, 3, 4, 5]
+    assert "injected fault" in failed[2]
+    assert "non-finite" in failed[3].lower() or "nan" in failed[3].lower()
+    assert "out of memory" in failed[4]
+    assert failed[5]  # the dead worker's trial is failed with Ray's reason, not lost
     assert (trials[trials["state"] == "complete"]["latency_ms"] > 0).all()
 
 
