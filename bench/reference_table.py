@@ -13,6 +13,11 @@ accuracy is given too, to compare with the published numbers and DESIGN.md.
 
     AUTORANK_DATA_DIR=... AUTORANK_WEIGHTS_DIR=... python bench/reference_table.py
     python bench/reference_table.py --models resnet20 --out /tmp/table.md
+    flock /tmp/autorank-heavy.lock python bench/reference_table.py --only alexnet
+
+``--only MODEL`` measures one model of the slides' table with ``autorank compress``'s
+strategies instead (``_reference_strategies.py``): its rows go to
+``results/reference_table_rows.json`` and the first section of the report is re-rendered.
 
 Writes ``bench/results/reference_table.md`` (rewritten after each model, so a long run that is
 stopped keeps the models already done).
@@ -372,6 +377,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rerender", action="store_true",
                         help="rewrite --out from the numbers it holds, without measuring")
     parser.add_argument("--note", default="", help="a line about this run for the Settings")
+    parser.add_argument("--only", default=None, help="measure one model with the strategies: "
+                        "alexnet, resnet18, vgg16_bn, shufflenet_v2_x1_0, densenet161, "
+                        "resnet20 or resnet56")
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(args.models) - set(CHECKPOINTS))
@@ -381,8 +389,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def write(path: Path, rows: Sequence[Row], settings: dict[str, Any], cfg: FinetuneConfig) -> None:
+    """The report: the strategies' table first, then the one-shot phases of the checkpoints."""
+    import _reference_strategies as strategies
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(rows, settings, cfg))
+    section = strategies.render_section(strategies.NOTES, strategies.INTRO)
+    path.write_text("\n".join(section) + "\n" + render(rows, settings, cfg))
 
 
 def previous_rows(path: Path, settings: dict[str, Any], cfg: FinetuneConfig) -> list[Row]:
@@ -395,6 +407,24 @@ def previous_rows(path: Path, settings: dict[str, Any], cfg: FinetuneConfig) -> 
         log.info("%s was measured with other settings: its rows are not kept", path)
         return []
     return rows
+
+
+def run_only(args: argparse.Namespace) -> int:
+    """``--only MODEL``: the strategies' rows of one model, then the report re-rendered."""
+    import _reference_strategies as strategies
+
+    known = [*strategies.SLIDES_MODELS, *strategies.CHECKPOINTS]
+    if args.only not in known:
+        print(f"unknown model {args.only!r}; expected one of {known}", file=sys.stderr)
+        return 2
+    cache = Path(os.environ.get("AUTORANK_CACHE_DIR", Path.home() / ".cache" / "autorank"))
+    strategies.run(args.only, cache=cache / "reference_table",
+                   weights_dir=Path(os.environ["AUTORANK_WEIGHTS_DIR"]), threads=args.threads)
+    raw = load_raw(args.out)
+    if raw is not None:
+        write(args.out, *raw)
+    print(args.out.read_text().split(RAW_PREFIX)[0])
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -413,6 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "resnet20/56 .th checkpoints) to run this benchmark", file=sys.stderr)
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.only:
+        return run_only(args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     weights_dir = Path(os.environ["AUTORANK_WEIGHTS_DIR"])
