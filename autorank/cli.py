@@ -95,7 +95,10 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage", default=None,
                    help="Optuna storage URL (default: SQLite in the run directory)")
     p.add_argument("--storage-path", default=None, help="Ray Tune storage every node reaches")
-    p.add_argument("--study-name", default=None)
+    p.add_argument("--study-name", default=None,
+                   help="Optuna study (default autorank); drivers on one study share its budget")
+    p.add_argument("--heartbeat", type=int, default=None, dest="heartbeat_s",
+                   help="seconds between trial heartbeats; 3x silent = driver gone (default 10)")
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<data>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--seed", type=int, default=None)
@@ -122,8 +125,8 @@ def _search(args: argparse.Namespace) -> int:
         checkpoint=resolve_checkpoint(args.checkpoint), budget=args.budget,
         parallel=args.parallel, cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial, address=args.address, storage=args.storage,
-        storage_path=args.storage_path, study_name=args.study_name, out=args.out,
-        seed=args.seed, runner=args.runner, val_source=args.val_source,
+        storage_path=args.storage_path, study_name=args.study_name, heartbeat_s=args.heartbeat_s,
+        out=args.out, seed=args.seed, runner=args.runner, val_source=args.val_source,
         baseline_epochs=args.baseline_epochs, device=args.device)
     result = search(cfg, resume=args.resume, progress=_print_progress)
     print(file=sys.stderr)
@@ -152,16 +155,17 @@ def _clock(seconds: float) -> str:
 
 def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a run directory")
+    p.add_argument("--storage", default=None,
+                   help="the study's storage URL, when the run's saved URL hides a password")
 
 
 @command("report", _report_args)
 def _report(args: argparse.Namespace) -> int:
-    """Print a run's Pareto front and rewrite its plot."""
-    from .sweep import load_run
-    from .sweep.report import front_text, plot_front
+    """Print a run's Pareto front (its trials read again from the study) and rewrite its plot."""
+    from .sweep.report import front_text, plot_front, sync_run
     from .sweep.store import RunDir
 
-    result = load_run(args.run)
+    result = sync_run(args.run, storage=args.storage)
     front = result.pareto()
     if len(result.trials):
         plot_front(result.trials, front, result.baseline, RunDir(result.path).plot)

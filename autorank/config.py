@@ -35,6 +35,9 @@ class SearchConfig:
     storage: str | None = None  # Optuna storage URL; default: SQLite in the run directory
     storage_path: str | None = None  # Ray Tune's storage; default: <out>/ray
     study_name: str = "autorank"
+    # A driver records a heartbeat per running trial this often (SQL storages); a trial silent
+    # for 3x as long is failed as interrupted by any driver of the study.
+    heartbeat_s: int = 10
     out: str | None = None  # run directory; default runs/<model>-<dataset>-<time>
     seed: int = 0
     runner: str = "ray"  # "ray" (Ray Tune + OptunaSearch) or "local" (in-process, sequential)
@@ -61,6 +64,8 @@ class SearchConfig:
             raise UserError(f"--cpus-per-trial must be >= 1, got {self.cpus_per_trial}")
         if self.gpus_per_trial < 0:
             raise UserError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
+        if self.heartbeat_s < 1:
+            raise UserError(f"--heartbeat must be >= 1 second, got {self.heartbeat_s}")
         if self.baseline_epochs < 1 or self.input_size < 8:
             raise UserError("--baseline-epochs must be >= 1 and --input-size >= 8")
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import UserError
 from .store import record
+from .study import Gate, Heartbeat, ask_new
 from .trial import TrialContext, run_trial
 
 log = logging.getLogger(__name__)
@@ -67,13 +68,35 @@ def _searcher_class() -> type:
     from ray.tune.search.optuna import OptunaSearch
 
     class StudySearch(OptunaSearch):
-        """OptunaSearch that records every outcome in the study (metrics, plan, failure reason)."""
+        """OptunaSearch that shares its study with other drivers (the budget is the study's, a
+        plan another trial holds is not run, running trials beat) and records every outcome in
+        the study (metrics, plan, failure reason)."""
 
         def __init__(self, *args: Any, metrics: list[str], on_done: Callable[[int], None],
-                     **kwargs: Any) -> None:
+                     gate: Gate, heartbeat: Heartbeat, search_space: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._objective_metrics = metrics
             self._on_done = on_done
+            self._gate = gate
+            self._heartbeat = heartbeat
+            self._search_space = search_space
+
+        def suggest(self, trial_id: str) -> dict[str, Any] | None:
+            """A new trial's parameters; None: not now (the budget is held by trials running
+            elsewhere); ``Searcher.FINISHED`` (Tune's sentinel string): the study is done."""
+            from ray.tune.search import Searcher
+
+            finished: Any = Searcher.FINISHED
+            step = self._gate.step()
+            if step != "run":
+                return finished if step == "done" else None
+            asked = ask_new(self._ot_study, self._search_space)
+            if asked is None:
+                return finished
+            ot_trial, params = asked
+            self._ot_trials[trial_id] = ot_trial
+            self._heartbeat.add(ot_trial._trial_id)
+            return params
 
         def save(self, checkpoint_path: str) -> None:
             # The Optuna study in its storage is the searcher's state, and a resume builds a
@@ -93,6 +116,7 @@ def _searcher_class() -> type:
                 outcome = {"failed": 1, "error": outcome.get("error") or
                            "the trial's worker process died or raised outside the trial"}
             record(self._ot_study, ot_trial, outcome, self._objective_metrics)
+            self._heartbeat.discard(ot_trial._trial_id)
             self._completed_trials.add(trial_id)
             self._on_done(ot_trial.number)
 
@@ -165,33 +189,37 @@ def run_ray(
     *,
     study: Any,
     sampler: Any,
-    num_trials: int,
+    budget: int,
     parallel: int,
     resources: dict[str, float],
     storage_path: Path,
     on_done: Callable[[int], None],
 ) -> None:
-    """Run ``num_trials`` trials, ``parallel`` at a time, through Ray Tune + OptunaSearch."""
+    """Run trials, ``parallel`` at a time, through Ray Tune + OptunaSearch, until the study
+    (shared with any other driver) holds ``budget`` finished trials."""
     from ray import tune
 
     from .space import objective_metrics
 
     metrics, modes = objective_metrics(ctx.space.config)
-    searcher = _searcher_class()(
-        space=ctx.space.suggest, metric=metrics, mode=modes, sampler=sampler,
-        study_name=study.study_name, storage=study._storage, seed=ctx.seed,
-        metrics=metrics, on_done=on_done)
-    import ray
+    with Heartbeat(study) as heartbeat:
+        searcher = _searcher_class()(
+            space=ctx.space.suggest, metric=metrics, mode=modes, sampler=sampler,
+            study_name=study.study_name, storage=study._storage, seed=ctx.seed,
+            metrics=metrics, on_done=on_done, gate=Gate(study, budget), heartbeat=heartbeat,
+            search_space=ctx.space)
+        import ray
 
-    handle = _ContextHandle(ctx.key, ray.put(ctx))
-    trainable = tune.with_resources(tune.with_parameters(_trainable, handle=handle), resources)
-    tuner = tune.Tuner(
-        trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=num_trials,
-                                    max_concurrent_trials=parallel, reuse_actors=True),
-        # a fresh experiment name per driver: a resume builds a new Tuner (see module doc)
-        run_config=tune.RunConfig(name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
-                                  storage_path=str(storage_path.resolve()),
-                                  verbose=0, log_to_file=True),
-    )
-    tuner.fit()
+        handle = _ContextHandle(ctx.key, ray.put(ctx))
+        trainable = tune.with_resources(tune.with_parameters(_trainable, handle=handle), resources)
+        tuner = tune.Tuner(
+            trainable,
+            # no sample count: the searcher says when the study's budget is reached
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1,
+                                        max_concurrent_trials=parallel, reuse_actors=True),
+            # a fresh experiment name per driver: a resume builds a new Tuner (see module doc)
+            run_config=tune.RunConfig(name=f"tune-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+                                      storage_path=str(storage_path.resolve()),
+                                      verbose=0, log_to_file=True),
+        )
+        tuner.fit()

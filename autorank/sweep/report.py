@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+from ..errors import UserError
+
+if TYPE_CHECKING:
+    from .runner import SearchResult
+
+log = logging.getLogger(__name__)
 
 FRONT_COLUMNS = ["number", "val_accuracy", "test_accuracy", "params", "params_ratio", "flops_ratio",
                  "latency_ms"]
@@ -79,3 +88,38 @@ def plot_front(trials: pd.DataFrame, front: pd.DataFrame, baseline: dict[str, An
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
+
+
+def sync_run(path: str | os.PathLike[str], *, storage: str | None = None) -> SearchResult:
+    """Read a run directory after rewriting its ``trials.csv`` from the study, which other
+    drivers of the same study may have advanced; trials whose driver stopped are failed first.
+
+    Args:
+        path: the run directory.
+        storage: the study's storage URL (``--storage``): needed when the saved one hides a
+            password. Without it, a study that cannot be reached leaves the files as they are.
+
+    Raises:
+        UserError: no run there, or ``storage`` is another storage or cannot be opened.
+    """
+    import optuna
+
+    from .runner import load_run, run_storage
+    from .store import RunDir, open_storage, trials_frame, write_frame
+    from .study import fail_stale
+
+    result = load_run(path)
+    cfg = result.config
+    try:
+        url = run_storage(cfg.storage, storage)
+        assert url is not None
+        study = optuna.load_study(study_name=cfg.study_name,
+                                  storage=open_storage(url, heartbeat_s=cfg.heartbeat_s))
+    except (UserError, KeyError) as err:
+        if storage is not None:
+            raise UserError(str(err).strip('"')) from err
+        log.warning("the study was not read (%s): the run directory's own tables are shown", err)
+        return result
+    fail_stale(study)
+    write_frame(RunDir(result.path).trials, trials_frame(study))
+    return load_run(result.path)

@@ -23,14 +23,14 @@ from .space import build_space, objective_metrics
 from .store import (
     RunDir,
     crash_point,
-    fail_interrupted,
-    finished_count,
+    hide_password,
     open_storage,
     record,
     trials_frame,
     write_frame,
     write_json,
 )
+from .study import Gate, Heartbeat, ask_new, counts, fail_interrupted, open_study
 from .trial import TrialContext, run_trial
 
 if TYPE_CHECKING:
@@ -96,13 +96,38 @@ def _prepare_run(cfg: SearchConfig, run: RunDir, resume: bool) -> SearchConfig:
         saved = load_config(run.config)
         # What may change on resume: the budget and how trials are run, not what they compute.
         keep = {f: getattr(cfg, f) for f in ("budget", "parallel", "cpus_per_trial",
-                                             "gpus_per_trial", "address", "runner")}
-        return dataclasses.replace(saved, out=str(run.path), **keep)
+                                             "gpus_per_trial", "address", "runner", "heartbeat_s")}
+        return dataclasses.replace(saved, out=str(run.path), storage=run_storage(saved.storage, cfg.storage),
+                                   **keep)
     if run.config.exists():
         raise UserError(f"{str(run.path)!r} already holds a run; add --resume to continue it, or "
                         "choose another --out")
     return dataclasses.replace(cfg, out=str(run.path),
                                storage=cfg.storage or run.default_storage())
+
+
+def run_storage(saved: str | None, given: str | None) -> str | None:
+    """The storage URL of a run: the one saved in its directory (password hidden), or
+    ``given`` (``--storage``) when it names the same storage, which it must when the saved URL
+    hid a password.
+
+    Raises:
+        UserError: ``given`` names another storage, or a password is needed and not given.
+    """
+    if given is None:
+        if saved and ":***@" in saved:
+            raise UserError(f"the study of this run is in {saved!r}: pass --storage with its "
+                            "password (or keep the password in ~/.pgpass)")
+        return saved
+    if saved is not None and hide_password(given) != saved:
+        raise UserError(f"--storage {hide_password(given)!r} is not where this run's study is "
+                        f"({saved!r})")
+    return given
+
+
+def _saved(cfg: SearchConfig) -> SearchConfig:
+    """The configuration as saved in the run directory: no password in the storage URL."""
+    return dataclasses.replace(cfg, storage=hide_password(cfg.storage) if cfg.storage else None)
 
 
 def _load_baseline(cfg: SearchConfig) -> tuple[nn.Module, Any]:
@@ -152,35 +177,38 @@ def _baseline_metrics(cfg: SearchConfig, run: RunDir, model: nn.Module, data: An
     return info
 
 
-def _sampler(cfg: SearchConfig, parallel: int) -> Any:
+def _sampler(cfg: SearchConfig, seed: int) -> Any:
     import optuna
 
     if cfg.space.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=cfg.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if cfg.space.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=cfg.seed, population_size=max(8, cfg.budget // 5))
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(8, cfg.budget // 5))
     # Multivariate TPE models the strength and the per-layer choices jointly; the constant liar
-    # keeps parallel workers from sampling the same region while their trials run.
-    return optuna.samplers.TPESampler(seed=cfg.seed, multivariate=True,
+    # keeps parallel trials (of this driver or another on the study) from sampling the same
+    # region while they run.
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True,
                                       n_startup_trials=max(4, min(10, cfg.budget // 5)),
-                                      constant_liar=parallel > 1)
+                                      constant_liar=True)
 
 
-def _open_study(cfg: SearchConfig, sampler: Any) -> tuple[Any, bool]:
+def _open_study(cfg: SearchConfig, storage: Any) -> tuple[Any, bool]:
+    """Create or join the study; the creator samples with ``--seed``, a driver that joins (a
+    resume, or a second driver) with a fresh seed so that it does not replay the same draws."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     assert cfg.storage is not None
-    storage = open_storage(cfg.storage)
     _, modes = objective_metrics(cfg.space)
     directions: list[Any] = ["maximize" if m == "max" else "minimize" for m in modes]
-    existing = {s.study_name for s in optuna.get_all_study_summaries(storage)}
-    created = cfg.study_name not in existing
-    study = optuna.create_study(storage=storage, study_name=cfg.study_name, sampler=sampler,
-                                directions=directions, load_if_exists=True)
+
+    def sampler_for(created: bool) -> Any:
+        return _sampler(cfg, cfg.seed if created else int.from_bytes(os.urandom(4), "little"))
+
+    study, created = open_study(storage, cfg.study_name, directions, sampler_for)
     if [d.name.lower() for d in study.directions] != directions:
-        raise UserError(f"study {cfg.study_name!r} in {cfg.storage!r} has other objectives; "
-                        "use another --study-name")
+        raise UserError(f"study {cfg.study_name!r} in {hide_password(cfg.storage)!r} has other "
+                        "objectives; use another --study-name")
     return study, created
 
 
@@ -230,24 +258,24 @@ def search(cfg: SearchConfig, *, resume: bool = False,
     run = RunDir(cfg.out_dir())
     with run.lock():
         cfg = _prepare_run(cfg, run, resume)
-        save_config(cfg, run.config)
+        assert cfg.storage is not None
+        storage = open_storage(cfg.storage, heartbeat_s=cfg.heartbeat_s)  # before writing anything
+        save_config(_saved(cfg), run.config)
         model, data = _load_baseline(cfg)
         baseline = _baseline_metrics(cfg, run, model, data)
         res = resolve_resources(cfg)
         from ..inventory import inventory
 
         space = build_space(model, inventory(model, (1, *data.input_shape)), cfg.space)
-        study, created = _open_study(cfg, _sampler(cfg, res.parallel))
+        study, created = _open_study(cfg, storage)
         if created:
             for params in space.seeds():
                 study.enqueue_trial(params, skip_if_exists=True)
         else:
-            stale = fail_interrupted(study)
-            if stale:
-                log.warning("marked %d trial(s) left running by a killed search as failed", stale)
-        done_before = finished_count(study)
-        remaining = cfg.budget - done_before
-        log.info("%d layers searched; %d trial(s) to run", len(space.layers), max(0, remaining))
+            fail_interrupted(study)
+        done_before, running = counts(study)
+        log.info("%d layers searched; %d trial(s) finished, %d running, budget %d",
+                 len(space.layers), done_before, running, cfg.budget)
         ctx = TrialContext(
             key=uuid.uuid4().hex, model_name=cfg.model, num_classes=data.num_classes,
             input_size=cfg.input_size, baseline_state=model.state_dict(),
@@ -256,22 +284,36 @@ def search(cfg: SearchConfig, *, resume: bool = False,
             device="cuda" if res.gpus_per_trial > 0 else _device(cfg),
             weights_dir=str(run.weights), seed=cfg.seed)
         on_done = _notify(study, run, cfg, time.time(), done_before, progress)
-        if remaining > 0:
-            _run_trials(cfg, ctx, study, res, remaining, run, on_done)
+        if done_before < cfg.budget:
+            _run_trials(cfg, ctx, study, res, run, on_done)
         _finalize(cfg, run, study, model, data, baseline)
     return load_run(run.path)
 
 
-def _run_trials(cfg: SearchConfig, ctx: TrialContext, study: Any, res: Resources, n: int,
+def _run_local(cfg: SearchConfig, ctx: TrialContext, study: Any,
+               on_done: Callable[[int], None]) -> None:
+    """Trials in this process, one at a time, until the study holds ``budget`` finished ones."""
+    metrics, _ = objective_metrics(cfg.space)
+    gate = Gate(study, cfg.budget)
+    with Heartbeat(study) as beat:
+        while (step := gate.step()) != "done":
+            if step == "wait":
+                time.sleep(gate.poll_s)
+                continue
+            asked = ask_new(study, ctx.space)
+            if asked is None:
+                return
+            trial, params = asked
+            beat.add(trial._trial_id)
+            record(study, trial, run_trial(ctx, params), metrics)
+            beat.discard(trial._trial_id)
+            on_done(trial.number)
+
+
+def _run_trials(cfg: SearchConfig, ctx: TrialContext, study: Any, res: Resources,
                 run: RunDir, on_done: Callable[[int], None]) -> None:
     if cfg.runner == "local":
-        metrics, _ = objective_metrics(cfg.space)
-        for _ in range(n):
-            trial = study.ask()
-            extra = ctx.space.suggest(trial)
-            params = {**trial.params, **extra}
-            record(study, trial, run_trial(ctx, params), metrics)
-            on_done(trial.number)
+        _run_local(cfg, ctx, study, on_done)
         return
     from .ray_runner import init_ray, run_ray
 
@@ -279,7 +321,7 @@ def _run_trials(cfg: SearchConfig, ctx: TrialContext, study: Any, res: Resources
     init_ray(cfg.address, res.parallel * res.cpus_per_trial, gpus)
     resources = {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
     storage_path = Path(cfg.storage_path).expanduser() if cfg.storage_path else run.path / "ray"
-    run_ray(ctx, study=study, sampler=study.sampler, num_trials=n, parallel=res.parallel,
+    run_ray(ctx, study=study, sampler=study.sampler, budget=cfg.budget, parallel=res.parallel,
             resources=resources, storage_path=storage_path, on_done=on_done)
 
 
@@ -332,14 +374,19 @@ class SearchResult:
     baseline: dict[str, Any]
 
     def pareto(self) -> pd.DataFrame:
-        """The front with test accuracy when the search finished, else computed from trials."""
+        """The front of the trials, with the test accuracy the search measured when it finished
+        (NaN for a front trial it did not measure: one run later, or by another driver)."""
         pareto_csv = RunDir(self.path).pareto
-        if pareto_csv.exists():
-            return pd.read_csv(pareto_csv)
+        if self.trials.empty:
+            return pd.read_csv(pareto_csv) if pareto_csv.exists() else self.trials
         from .pareto import pareto_front
 
         metrics, modes = objective_metrics(self.config.space)
-        return pareto_front(self.trials, metrics, modes)
+        front = pareto_front(self.trials, metrics, modes).drop(columns="test_accuracy",
+                                                                errors="ignore")
+        measured = (pd.read_csv(pareto_csv, usecols=["number", "test_accuracy"])
+                    if pareto_csv.exists() else pd.DataFrame(columns=["number", "test_accuracy"]))
+        return front.merge(measured, on="number", how="left")
 
 
 def load_run(path: str | os.PathLike[str]) -> SearchResult:

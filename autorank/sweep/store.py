@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import signal
 from collections.abc import Iterator, Mapping, Sequence
@@ -16,6 +17,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
+
+log = logging.getLogger(__name__)
 
 TRIAL_COLUMNS = [
     "number", "state", "val_accuracy", "params", "flops", "latency_ms", "latency_batch_ms",
@@ -101,24 +104,36 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
     atomic_write(path, json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
 
 
-def open_storage(url: str) -> Any:
+def open_storage(url: str, *, heartbeat_s: int | None = None) -> Any:
     """An Optuna storage object for a URL: any SQLAlchemy URL (``sqlite:///``, ``postgresql://``),
     or ``journal:PATH`` for Optuna's journal file.
+
+    Args:
+        url: where the study lives.
+        heartbeat_s: for an SQL storage, seconds between the heartbeats of a running trial; a
+            trial silent for three times as long is failed as interrupted (see ``study.py``).
 
     Raises:
         UserError: the storage cannot be opened (the message names the URL without password).
     """
     import optuna
 
-    shown = _hide_password(url)
+    from .study import quiet_optuna
+
     try:
         if url.startswith("journal:"):
             from optuna.storages.journal import JournalFileBackend
 
             return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal:"):]))
-        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        with quiet_optuna():
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=heartbeat_s,
+                grace_period=3 * heartbeat_s if heartbeat_s else None)
+    except ModuleNotFoundError as err:
+        raise UserError(f"cannot open study storage {hide_password(url)!r}: its driver is not "
+                        f"installed ({err}); pip install 'autorank[postgres]'") from err
     except Exception as err:  # SQLAlchemy raises many types, all meaning "cannot open"
-        raise UserError(f"cannot open study storage {shown!r}: {type(err).__name__}: "
+        raise UserError(f"cannot open study storage {hide_password(url)!r}: {type(err).__name__}: "
                         f"{str(err).splitlines()[0] if str(err) else ''}") from err
 
 
@@ -128,24 +143,17 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
     return {}
 
 
-def _hide_password(url: str) -> str:
-    head, sep, tail = url.partition("@")
-    if not sep or "://" not in head:
+def hide_password(url: str) -> str:
+    """The storage URL as it may be shown and saved: its password replaced by ``***``."""
+    if url.startswith("journal:"):
         return url
-    scheme, _, creds = head.partition("://")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{tail}"
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-
-def fail_interrupted(study: Any) -> int:
-    """Mark trials left running by a killed driver as failed ("interrupted"); returns how many."""
-    from optuna.trial import TrialState
-
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for t in stale:
-        study._storage.set_trial_user_attr(t._trial_id, "error", "interrupted: the search was killed")
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-    return len(stale)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
 
 
 def record(study: Any, trial: Any, outcome: Mapping[str, Any], metrics: Sequence[str]) -> None:
@@ -153,38 +161,42 @@ def record(study: Any, trial: Any, outcome: Mapping[str, Any], metrics: Sequence
 
     A failed trial is told FAIL (never NaN values, which Optuna would leave running).
     """
+    import optuna
     from optuna.trial import TrialState
 
-    for key in _METRIC_ATTRS:
-        if key in outcome:
-            value = outcome[key]
-            trial.set_user_attr(key, value.item() if isinstance(value, np.generic) else value)
+    try:
+        for key in _METRIC_ATTRS:
+            if key in outcome:
+                value = outcome[key]
+                trial.set_user_attr(key, value.item() if isinstance(value, np.generic) else value)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # another driver took this one for dead (no heartbeat within the grace period)
+        log.warning("trial %d was failed as interrupted meanwhile: its result is dropped",
+                    trial.number)
+        return
     if outcome.get("failed"):
-        study.tell(trial, state=TrialState.FAIL)
+        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
     else:
-        study.tell(trial, [float(outcome[m]) for m in metrics])
-
-
-def finished_count(study: Any) -> int:
-    """Trials that ran to an end (complete or failed on their own, not interrupted)."""
-    from optuna.trial import TrialState
-
-    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL))
-    return sum(1 for t in done if not str(t.user_attrs.get("error", "")).startswith("interrupted"))
+        study.tell(trial, [float(outcome[m]) for m in metrics], skip_if_finished=True)
 
 
 def trials_frame(study: Any) -> pd.DataFrame:
-    """One row per trial of the study: the columns of ``trials.csv``, the sampled ``w``, and when
-    the trial was started and completed (ISO 8601)."""
+    """One row per trial of the study: the columns of ``trials.csv``, the sampled ``w``, when
+    the trial was started and completed (ISO 8601), and the driver that ran it (host:pid:start)."""
+    from .study import INTERRUPTED, is_interrupted
+
     rows = []
     for t in study.get_trials(deepcopy=False):
         row: dict[str, Any] = {"number": t.number, "state": _STATES.get(t.state.name, t.state.name)}
         row.update({k: t.user_attrs.get(k) for k in _METRIC_ATTRS})
+        if is_interrupted(t) and not row["error"]:
+            row["error"] = f"{INTERRUPTED}: its driver stopped (no heartbeat)"
+        row["driver"] = t.user_attrs.get("driver")
         row["w"] = t.params.get("w")
         row["started"] = t.datetime_start.isoformat() if t.datetime_start else None
         row["completed"] = t.datetime_complete.isoformat() if t.datetime_complete else None
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS, "w", "started", "completed"])
+    frame = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS, "w", "started", "completed", "driver"])
     for col in ("val_accuracy", "latency_ms", "latency_batch_ms", "params_ratio", "flops_ratio",
                 "duration_s", "finetune_s", "evaluate_s", "w"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce")

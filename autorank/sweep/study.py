@@ -1,0 +1,282 @@
+"""The Optuna study one or more drivers share: join it, keep a heartbeat, stay within the budget,
+never run a plan twice.
+
+Several drivers (``autorank search`` processes, e.g. on two machines) may work on one study in
+one storage. Each driver asks a trial only while the study's finished plus running trials are
+under the budget, and ends when the study holds ``budget`` finished trials, so both see the same
+trials at the end. A driver records a heartbeat for each trial it runs (Optuna's
+``RDBStorage(heartbeat_interval=...)``); a trial whose heartbeat stops is failed by any driver
+through ``optuna.storages.fail_stale_trials``. A trial of a driver on this machine whose process
+is gone is failed at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psutil
+
+from ..types import plan_to_json
+
+log = logging.getLogger(__name__)
+
+DUPLICATE = "duplicate of trial"
+INTERRUPTED = "interrupted"
+_HOST = socket.gethostname()
+
+
+def driver_id() -> str:
+    """This process as a driver: ``host:pid:start`` (the start time tells a reused pid apart)."""
+    return f"{_HOST}:{os.getpid()}:{int(psutil.Process().create_time())}"
+
+
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Silence Optuna's notes that heartbeats are meant for ``Study.optimize`` (autorank records
+    them itself around ask and tell) and that ``fail_stale_trials`` is experimental."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+def open_study(storage: Any, name: str, directions: list[Any],
+               sampler_for: Callable[[bool], Any]) -> tuple[Any, bool]:
+    """Create the study, or join it when it exists; returns it and whether this call created it.
+
+    Creation is one insert under the storage's unique study name, so of two drivers started
+    together exactly one creates (and seeds) the study. ``sampler_for(created)`` builds the sampler.
+    """
+    import optuna
+
+    try:
+        return optuna.create_study(storage=storage, study_name=name, directions=directions,
+                                   sampler=sampler_for(True)), True
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler_for(False)), False
+
+
+def heartbeat_enabled(study: Any) -> bool:
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    return bool(is_heartbeat_enabled(study._storage))
+
+
+def is_interrupted(trial: Any) -> bool:
+    """A failed trial that did not end on its own: its driver stopped (no result was recorded)."""
+    from optuna.trial import TrialState
+
+    error = trial.user_attrs.get("error")
+    return trial.state == TrialState.FAIL and (error is None or str(error).startswith(INTERRUPTED))
+
+
+def _driver_gone(driver: str) -> bool:
+    host, _, rest = driver.partition(":")
+    pid, _, start = rest.partition(":")
+    if host != _HOST or not pid.isdigit():
+        return False
+    try:
+        return int(psutil.Process(int(pid)).create_time()) != int(start or 0)
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _fail(study: Any, trial: Any, why: str) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        study._storage.set_trial_user_attr(trial._trial_id, "error", f"{INTERRUPTED}: {why}")
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return  # another driver ended it first
+    log.warning("trial %d failed as interrupted: %s", trial.number, why)
+
+
+def fail_stale(study: Any) -> None:
+    """Fail the running trials whose driver stopped: heartbeat older than the grace period
+    (Optuna's ``fail_stale_trials``), or a driver process on this machine that is gone."""
+    import optuna
+    from optuna.trial import TrialState
+
+    with quiet_optuna():
+        optuna.storages.fail_stale_trials(study)
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        driver = str(t.user_attrs.get("driver", ""))
+        if driver and _driver_gone(driver):
+            _fail(study, t, f"its driver {driver} is gone")
+
+
+def fail_interrupted(study: Any) -> None:
+    """On start: fail the trials a killed driver left running.
+
+    With a heartbeat only the stale ones (another driver may be alive on the same study);
+    without one (journal storage) every running trial, as nothing tells a live driver apart.
+    """
+    from optuna.trial import TrialState
+
+    if heartbeat_enabled(study):
+        fail_stale(study)
+        return
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        _fail(study, t, "the search was killed")
+
+
+def counts(study: Any) -> tuple[int, int]:
+    """(finished, running): trials that ran to an end (complete, or failed on their own), and
+    trials running now in any driver."""
+    from optuna.trial import TrialState
+
+    finished = running = 0
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.RUNNING:
+            running += 1
+        elif t.state in (TrialState.COMPLETE, TrialState.FAIL) and not is_interrupted(t):
+            finished += 1
+    return finished, running
+
+
+class Gate:
+    """Whether this driver may start a trial now: "run", "wait" (the budget is taken by trials
+    running elsewhere, which may yet be interrupted) or "done" (``budget`` trials finished).
+
+    A "wait" answer is kept for ``poll_s`` so that a polling runner does not hammer the storage.
+    """
+
+    def __init__(self, study: Any, budget: int, poll_s: float = 2.0) -> None:
+        self.study = study
+        self.budget = budget
+        self.poll_s = poll_s
+        self._waiting_since = -float("inf")
+
+    def step(self) -> str:
+        if time.monotonic() - self._waiting_since < self.poll_s:
+            return "wait"
+        fail_stale(self.study)
+        finished, running = counts(self.study)
+        if finished >= self.budget:
+            return "done"
+        if finished + running >= self.budget:
+            self._waiting_since = time.monotonic()
+            return "wait"
+        return "run"
+
+
+def claim(study: Any, trial: Any, plan_json: str) -> int | None:
+    """Store a new trial's plan and driver; returns the number of an earlier trial with the same
+    plan (complete or running, in any driver), or None when this trial should run.
+
+    The earlier trial wins, so two drivers that drew the same plan agree on which one runs it.
+    """
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("plan", plan_json)
+    trial.set_user_attr("driver", driver_id())
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+        if t.number < trial.number and t.user_attrs.get("plan") == plan_json:
+            return int(t.number)
+    return None
+
+
+def tell_duplicate(study: Any, trial: Any, of: int) -> None:
+    """End a trial whose plan another trial holds: PRUNED (not run, not counted in the budget)."""
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("error", f"{DUPLICATE} {of}: not run")
+    study.tell(trial, state=TrialState.PRUNED)
+    log.info("trial %d draws the plan of trial %d: not run", trial.number, of)
+
+
+# Draws in a row that repeat a plan already run before a driver gives up: the space is spent.
+MAX_DUPLICATES = 20
+
+
+def ask_new(study: Any, space: Any) -> tuple[Any, dict[str, Any]] | None:
+    """Ask a trial whose plan no other trial of the study holds; None after ``MAX_DUPLICATES``
+    draws in a row that repeat one (each told PRUNED, "duplicate of trial N")."""
+    for _ in range(MAX_DUPLICATES):
+        with quiet_optuna():
+            trial = study.ask()
+        extra = space.suggest(trial)
+        params = {**trial.params, **extra}
+        try:
+            plan_json = plan_to_json(space.plan(params))
+        except Exception:  # the trial records why its plan cannot be built
+            plan_json = ""
+        earlier = claim(study, trial, plan_json)
+        if earlier is None:
+            return trial, params
+        tell_duplicate(study, trial, earlier)
+    log.warning("%d draws in a row repeat plans already run: the search stops", MAX_DUPLICATES)
+    return None
+
+
+class Heartbeat:
+    """A thread that records the heartbeat of every trial this driver runs, every interval.
+
+    A no-op for storages without heartbeat (Optuna's journal storage).
+    """
+
+    def __init__(self, study: Any) -> None:
+        self._storage = study._storage
+        self._interval = study._storage.get_heartbeat_interval() if heartbeat_enabled(study) else None
+        self._ids: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="autorank-heartbeat", daemon=True)
+
+    def add(self, trial_id: int) -> None:
+        if self._interval is None:
+            return
+        with self._lock:
+            self._ids.add(trial_id)
+        self._beat({trial_id})
+
+    def discard(self, trial_id: int) -> None:
+        with self._lock:
+            self._ids.discard(trial_id)
+
+    def _beat(self, ids: set[int]) -> None:
+        for trial_id in ids:
+            try:
+                self._storage.record_heartbeat(trial_id)
+            except Exception as err:  # a storage hiccup must not end the search; the next beat retries
+                log.warning("heartbeat of trial id %d not recorded: %s", trial_id, err)
+
+    def _run(self) -> None:
+        assert self._interval is not None
+        while not self._stop.wait(self._interval):
+            with self._lock:
+                ids = set(self._ids)
+            self._beat(ids)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Ray Tune pickles its searcher, which holds this: the copy gets its own (idle) thread
+        return {"_storage": self._storage, "_interval": self._interval}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._ids = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="autorank-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        if self._interval is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()

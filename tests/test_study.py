@@ -1,0 +1,175 @@
+"""A study in a real PostgreSQL server: search, resume and report through it, heartbeats, two
+drivers sharing one study, and what optuna-dashboard reads.
+
+The server is ``$AUTORANK_TEST_POSTGRES_URL`` (``.ci/run`` starts one), else a throw-away one
+started here by ``.ci/postgres`` when PostgreSQL's binaries are installed. Without either the
+tests skip, except in CI (``CI=true``), where they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+import autorank as ar
+from autorank.cli import main
+from autorank.errors import UserError
+from autorank.sweep import load_run, search
+from autorank.sweep.store import hide_password, open_storage
+from autorank.sweep.study import Heartbeat, counts, fail_stale, is_interrupted, quiet_optuna
+
+SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "postgres"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL whose server accepts new databases' tables (a throw-away one)."""
+    url = os.environ.get("AUTORANK_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    folder = tempfile.mkdtemp(prefix="autorank-pg-")
+    started = subprocess.run(["bash", str(SCRIPT), "start", folder], capture_output=True,
+                             text=True, timeout=180)
+    if started.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        last = (started.stderr.strip().splitlines() or ["?"])[-1]
+        why = (f"no PostgreSQL server could be started ({last}); install postgresql or set "
+               "AUTORANK_TEST_POSTGRES_URL")
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+    try:
+        yield started.stdout.strip()
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "stop", folder], capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def study_name() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+def search_cmd(checkpoint: Path, out: Path, url: str, name: str, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "autorank", "search", "--model", "tiny_cnn", "--dataset",
+            "digits", "--space", "tiny", "--checkpoint", str(checkpoint), "--val-source", "train",
+            "--out", str(out), "--storage", url, "--study-name", name, *extra]
+
+
+def test_a_storage_that_cannot_be_opened_is_one_line(tmp_path: Path, tiny_checkpoint: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    url = "postgresql://someone:s3cret@127.0.0.1:1/nothing"
+    with pytest.raises(UserError, match=r"cannot open study storage 'postgresql://someone:\*\*\*@"):
+        open_storage(url)
+    code = main(["search", "--model", "tiny_cnn", "--dataset", "digits", "--space", "tiny",
+                 "--checkpoint", str(tiny_checkpoint), "--runner", "local", "--budget", "1",
+                 "--out", str(tmp_path / "run"), "--storage", url])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "cannot open study storage" in err and "s3cret" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "config.yaml").exists()  # nothing written: a retry starts clean
+
+
+def test_search_resume_report_through_postgres(tmp_path: Path, tiny_checkpoint: Path,
+                                               postgres_url: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    name, out = study_name(), tmp_path / "run"
+    flags = dict(model="tiny_cnn", dataset="digits", checkpoint=str(tiny_checkpoint),
+                 val_source="train", runner="local", out=str(out), storage=postgres_url,
+                 study_name=name, finetune_steps=10)
+    search(ar.config.make_config(space="tiny", budget=3, **flags))
+    saved = load_run(out).config.storage
+    assert saved == hide_password(postgres_url) and ":***@" in saved  # which storage; no password
+    password = postgres_url.split("@")[0].rsplit(":", 1)[1]
+    assert password not in (out / "config.yaml").read_text()
+    with pytest.raises(UserError, match="pass --storage with its password"):
+        search(ar.config.make_config(space="tiny", budget=4, **{**flags, "storage": None}),
+               resume=True)
+    result = search(ar.config.make_config(space="tiny", budget=4, **flags), resume=True)
+    assert (result.trials["state"].isin(["complete", "failed"])).sum() == 4
+    assert not (out / "study.db").exists()
+
+    # what optuna-dashboard shows: the study opened by Optuna's public API with the same URL
+    study = optuna.load_study(study_name=name, storage=postgres_url)
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) >= 3
+    for t in done:
+        assert {"w", *[k for k in t.params if k.startswith("method.")]} <= set(t.params)
+        assert t.user_attrs["params"] > 0 and t.user_attrs["flops"] > 0
+        assert 0 <= t.user_attrs["val_accuracy"] <= 1
+        plan = ar.plan_from_json(t.user_attrs["plan"])
+        assert all(c.method in ar.list_methods() for c in plan.values())
+        assert t.user_attrs["driver"]
+    assert len(study.best_trials) >= 1
+
+    assert main(["report", str(out), "--storage", postgres_url]) == 0
+    assert "Pareto front" in capsys.readouterr().out
+    assert main(["report", str(out), "--storage", "postgresql://other@127.0.0.1:1/x"]) == 2
+    assert "is not where this run's study is" in capsys.readouterr().err
+
+
+def test_heartbeat_fails_only_the_trials_of_a_silent_driver(postgres_url: str) -> None:
+    storage = open_storage(postgres_url, heartbeat_s=1)
+    study = optuna.create_study(storage=storage, study_name=study_name(),
+                                directions=["maximize", "minimize"])
+    with quiet_optuna():
+        silent, alive, unknown = study.ask(), study.ask(), study.ask()
+    storage.record_heartbeat(silent._trial_id)  # beats once, then its driver "dies"
+    with Heartbeat(study) as beat:
+        beat.add(alive._trial_id)
+        time.sleep(4.5)  # past the grace period (3 x 1 s)
+        fail_stale(study)
+    states = {t.number: t for t in study.get_trials()}
+    assert states[silent.number].state == TrialState.FAIL and is_interrupted(states[silent.number])
+    assert states[alive.number].state == TrialState.RUNNING
+    # no heartbeat at all: nothing tells whose it is, so it is left alone
+    assert states[unknown.number].state == TrialState.RUNNING
+    assert counts(study) == (0, 2)  # an interrupted trial does not count in the budget
+
+
+def test_two_drivers_share_one_study(tmp_path: Path, tiny_checkpoint: Path,
+                                     postgres_url: str) -> None:
+    name, budget = study_name(), 6
+    extra = ("--budget", str(budget), "--finetune-steps", "10", "--heartbeat", "2")
+    procs = [
+        subprocess.Popen(search_cmd(tiny_checkpoint, tmp_path / "a", postgres_url, name,
+                                    "--runner", "ray", "--parallel", "1", *extra),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}),
+        subprocess.Popen(search_cmd(tiny_checkpoint, tmp_path / "b", postgres_url, name,
+                                    "--runner", "local", *extra),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True),
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+    study = optuna.load_study(study_name=name, storage=postgres_url)
+    trials = study.get_trials()
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
+    assert len(finished) == budget
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    plans = [t.user_attrs["plan"] for t in trials if t.state == TrialState.COMPLETE]
+    assert len(plans) == len(set(plans))  # no plan evaluated twice
+    assert len({t.user_attrs["driver"] for t in finished}) == 2  # both drivers ran trials
+    seeds = [t for t in trials if t.system_attrs.get("fixed_params")]
+    assert len(seeds) == 2  # the seeds were enqueued once
+    fronts = [sorted(pd.read_csv(tmp_path / d / "pareto.csv")["number"]) for d in ("a", "b")]
+    assert fronts[0] == fronts[1] and fronts[0]
+    for d in ("a", "b"):
+        table = pd.read_csv(tmp_path / d / "trials.csv")
+        assert json.loads(table["plan"].iloc[0]) is not None
+        assert (table["state"].isin(["complete", "failed"])).sum() == budget
