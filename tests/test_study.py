@@ -69,6 +69,14 @@ def search_cmd(checkpoint: Path, out: Path, url: str, name: str, *extra: str) ->
             "--out", str(out), "--storage", url, "--study-name", name, *extra]
 
 
+def started_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:  # not created yet
+        return 0
+    return len(study.get_trials(states=(TrialState.RUNNING, TrialState.COMPLETE)))
+
+
 def test_a_storage_that_cannot_be_opened_is_one_line(tmp_path: Path, tiny_checkpoint: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     url = "postgresql://someone:s3cret@127.0.0.1:1/nothing"
@@ -145,15 +153,19 @@ def test_two_drivers_share_one_study(tmp_path: Path, tiny_checkpoint: Path,
                                      postgres_url: str) -> None:
     name, budget = study_name(), 6
     extra = ("--budget", str(budget), "--finetune-steps", "10", "--heartbeat", "2")
-    procs = [
-        subprocess.Popen(search_cmd(tiny_checkpoint, tmp_path / "a", postgres_url, name,
-                                    "--runner", "ray", "--parallel", "1", *extra),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}),
-        subprocess.Popen(search_cmd(tiny_checkpoint, tmp_path / "b", postgres_url, name,
-                                    "--runner", "local", *extra),
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True),
-    ]
+    first = subprocess.Popen(
+        search_cmd(tiny_checkpoint, tmp_path / "a", postgres_url, name, "--runner", "ray",
+                   "--parallel", "1", *extra),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # the second driver joins once the first runs a trial (Ray's start is slower than a trial)
+    deadline, storage = time.time() + 180, optuna.storages.RDBStorage(postgres_url)
+    while not started_trials(storage, name) and time.time() < deadline:
+        assert first.poll() is None, first.communicate()[1][-2000:]
+        time.sleep(0.5)
+    second = subprocess.Popen(
+        search_cmd(tiny_checkpoint, tmp_path / "b", postgres_url, name, "--runner", "local", *extra),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    procs = [first, second]
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]

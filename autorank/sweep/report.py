@@ -112,7 +112,8 @@ def sync_run(path: str | os.PathLike[str], *, storage: str | None = None) -> Sea
     cfg = result.config
     try:
         url = run_storage(cfg.storage, storage)
-        assert url is not None
+        if url is None or (url.startswith("sqlite:///") and not Path(url[10:]).exists()):
+            return result  # no study to read (and opening it would create an empty one)
         study = optuna.load_study(study_name=cfg.study_name,
                                   storage=open_storage(url, heartbeat_s=cfg.heartbeat_s))
     except (UserError, KeyError) as err:

@@ -67,9 +67,9 @@ def open_study(storage: Any, name: str, directions: list[Any],
 
 
 def heartbeat_enabled(study: Any) -> bool:
-    from optuna.storages._heartbeat import is_heartbeat_enabled
-
-    return bool(is_heartbeat_enabled(study._storage))
+    """Whether the study's storage records heartbeats (an ``RDBStorage`` given an interval)."""
+    interval = getattr(study._storage, "get_heartbeat_interval", lambda: None)()
+    return interval is not None
 
 
 def is_interrupted(trial: Any) -> bool:
