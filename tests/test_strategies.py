@@ -29,7 +29,9 @@ from autorank.strategies import (
     load_compressed,
     merge_into_neighbours,
     save_compressed,
+    train_plan,
 )
+from autorank.types import LayerChoice
 
 FAST = FinetuneConfig(steps=8, batch_size=64)
 
@@ -112,6 +114,18 @@ def test_admm_penalty_drives_weights_to_the_rank_constraint(
     assert d[-1] < 0.5 * d[0]  # the weights moved most of the way into the format
     assert d[-1] < d[len(d) // 2] < d[0]
     assert hook.rho == pytest.approx(min(opts.rho * 1.5 ** (len(d) - 1), opts.rho_max))
+
+
+@pytest.mark.parametrize("strategy", ["vbmf-tucker2", "admm"])
+def test_train_plan_gives_a_chosen_plan_its_final_training(
+        strategy: str, baseline: nn.Module, data: DataBundle) -> None:
+    plan = {"conv2": LayerChoice("tucker2", (8, 8)), "conv3": LayerChoice("svd", (6,))}
+    cfg = CompressConfig(finetune=FAST, admm=AdmmOptions(steps=10))
+    out = train_plan(strategy, StrategyContext(baseline, data, cfg, (1, *data.input_shape)), plan)
+    assert out.stages[0].plan == plan and 0 <= out.fine_tune <= 1
+    assert out.model.conv2[1].in_channels == 8 and out.model.conv3[0].out_channels == 6
+    with pytest.raises(ValueError, match="cannot train a given plan"):
+        train_plan("musco", StrategyContext(baseline, data, cfg, (1, 3, 32, 32)), plan)
 
 
 @pytest.mark.parametrize(("method", "rank"), [("tucker2", (6, 5)), ("tt", (6, 10, 5)),

@@ -7,7 +7,8 @@
   fine-tune (Yin et al. 2021).
 
 ``compress(name, model_name, baseline, data, config)`` runs one and returns the results row
-(the reference slides' columns) with the compressed model.
+(the reference slides' columns) with the compressed model; ``train_plan(name, ctx, plan)``
+gives a plan chosen elsewhere (a search's pick) its final training by a strategy's recipe.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ._common import (
     StrategyContext,
     compress,
 )
+from ._final import plan_strategies, train_plan
 from ._io import BaselineSpec, load_baseline, load_compressed, read_plan, save_compressed
 from ._plans import apply_stage, dense_weight, merge_into_neighbours, rebuild, vbmf_plan
 from ._registry import get_strategy, list_strategies, register_strategy
@@ -48,9 +50,11 @@ __all__ = [
     "load_baseline",
     "load_compressed",
     "merge_into_neighbours",
+    "plan_strategies",
     "read_plan",
     "rebuild",
     "register_strategy",
     "save_compressed",
+    "train_plan",
     "vbmf_plan",
 ]

@@ -162,12 +162,9 @@ def admm_train(model: nn.Module, plan: Plan, ctx: StrategyContext) -> AdmmPenalt
     return hook
 
 
-@register_strategy("admm")
-def admm(ctx: StrategyContext) -> Compressed:
-    """ADMM training of the dense model towards the plan, exact factorization, fine-tune."""
-    plan = admm_plan(ctx)
-    if not plan:
-        raise UserError("admm: no eligible layer of this model pays off when factorized")
+def train_plan(ctx: StrategyContext, plan: Plan) -> Compressed:
+    """ADMM training of (a copy of) the dense baseline towards ``plan``, exact factorization,
+    then BN recalibration and the fine-tune."""
     dense = copy.deepcopy(ctx.baseline)
     hook = admm_train(dense, plan, ctx)
     model = apply_plan(dense, plan)
@@ -177,3 +174,12 @@ def admm(ctx: StrategyContext) -> Compressed:
                              "distance_end": hook.distances[-1], "rho_end": hook.rho,
                              "admm_steps": ctx.config.admm.steps}
     return Compressed(model, [Stage(plan)], after, test_accuracy(model, ctx), extra=extra)
+
+
+@register_strategy("admm")
+def admm(ctx: StrategyContext) -> Compressed:
+    """ADMM training of the dense model towards the plan, exact factorization, fine-tune."""
+    plan = admm_plan(ctx)
+    if not plan:
+        raise UserError("admm: no eligible layer of this model pays off when factorized")
+    return train_plan(ctx, plan)

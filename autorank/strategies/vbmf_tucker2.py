@@ -13,11 +13,20 @@ import logging
 
 from ..decompose import apply_plan
 from ..errors import UserError
+from ..types import Plan
 from ._common import Compressed, Stage, StrategyContext, test_accuracy, train_compressed
 from ._plans import eligible_rows, vbmf_plan
 from ._registry import register_strategy
 
 log = logging.getLogger(__name__)
+
+
+def train_plan(ctx: StrategyContext, plan: Plan) -> Compressed:
+    """Factorize ``plan`` at once, then BN recalibration and the fine-tune (Kim et al. 2016)."""
+    model = apply_plan(ctx.baseline, plan)
+    after = test_accuracy(model, ctx)
+    train_compressed(model, ctx)
+    return Compressed(model, [Stage(plan)], after, test_accuracy(model, ctx))
 
 
 @register_strategy("vbmf-tucker2")
@@ -27,7 +36,4 @@ def vbmf_tucker2(ctx: StrategyContext) -> Compressed:
     if not plan:
         raise UserError("vbmf-tucker2: no eligible layer of this model pays off when factorized")
     log.info("vbmf-tucker2: %d layers factorized", len(plan))
-    model = apply_plan(ctx.baseline, plan)
-    after = test_accuracy(model, ctx)
-    train_compressed(model, ctx)
-    return Compressed(model, [Stage(plan)], after, test_accuracy(model, ctx))
+    return train_plan(ctx, plan)
