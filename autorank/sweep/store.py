@@ -118,7 +118,7 @@ def open_storage(url: str, *, heartbeat_s: int | None = None) -> Any:
     """
     import optuna
 
-    from .study import quiet_optuna
+    from .study import log_stale, quiet_optuna
 
     try:
         if url.startswith("journal:"):
@@ -128,7 +128,8 @@ def open_storage(url: str, *, heartbeat_s: int | None = None) -> Any:
         with quiet_optuna():
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=heartbeat_s,
-                grace_period=3 * heartbeat_s if heartbeat_s else None)
+                grace_period=3 * heartbeat_s if heartbeat_s else None,
+                heartbeat_stale_trial_callback=log_stale if heartbeat_s else None)
     except ModuleNotFoundError as err:
         raise UserError(f"cannot open study storage {hide_password(url)!r}: its driver is not "
                         f"installed ({err}); pip install 'autorank[postgres]'") from err

@@ -103,6 +103,12 @@ def _fail(study: Any, trial: Any, why: str) -> None:
     log.warning("trial %d failed as interrupted: %s", trial.number, why)
 
 
+def log_stale(study: Any, trial: Any) -> None:
+    """Called by Optuna for each trial it failed because its heartbeat stopped."""
+    log.warning("trial %d failed as interrupted: its driver %s stopped beating", trial.number,
+                trial.user_attrs.get("driver", "?"))
+
+
 def fail_stale(study: Any) -> None:
     """Fail the running trials whose driver stopped: heartbeat older than the grace period
     (Optuna's ``fail_stale_trials``), or a driver process on this machine that is gone."""
