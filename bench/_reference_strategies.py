@@ -262,6 +262,12 @@ INTRO = [
     "fine-tune steps.",
     "- wall_s: the strategy's wall time in that call, on a shared machine (other jobs ran "
     "beside it), evaluation included.",
+    "- CPU time of the whole bench (2 torch threads, `time.process_time` per call, "
+    "`/usr/bin/time` for the `autorank train` runs): the seven calls 1,849 s (resnet56 814, "
+    "resnet20 394, alexnet 255 including its 2-epoch baseline, resnet18 162, shufflenet 144, "
+    "vgg16_bn 81); the baselines trained beforehand by `autorank train` 1,034 s user "
+    "(shufflenet 363, resnet18 329, vgg16_bn 210, and 132 for the 1-epoch AlexNet at lr "
+    "0.01 that stayed at chance); about 48 minutes in all.",
 ]
 
 # Why a model has no row (shown only while it has none).
@@ -270,8 +276,6 @@ MISSING = {
                    "images took 61-78 s on one thread, evaluating 500 images 48 s. Its "
                    "baseline alone (71 steps) would take over an hour, more than the whole "
                    "bench's CPU budget, so this row was cut.",
-    "resnet56": "Not reached: the shared CPU was held by other jobs long enough that this "
-                "model did not run before the time set for this work ran out.",
 }
 
 # Why each row compares as it does; written after the measurements, numbers live in the rows.
@@ -304,6 +308,20 @@ NOTES: dict[str, str] = {
         "convs are grouped and stay dense) and the ratio lands far above the slides' 1.81x; "
         "30 steps do not win back the baseline. The slides' ShuffleNet V2, trained to 85.4 %, "
         "kept more rank and even gained accuracy in its fine-tune.",
+    "resnet56/vbmf-tucker2":
+        "The ranks of the one-shot table below. The deeper ResNet-56 keeps more right after "
+        "factorization and recovers more in the same 100 steps than ResNet-20; the one-shot "
+        "table's full epoch of distillation recovers more still.",
+    "resnet56/musco":
+        "As on ResNet-20: stage 1 (less compressed than EVBMF) ends above vbmf-tucker2 after "
+        "only 50 steps, and stage 2 compounds the weakening to a ratio far beyond EVBMF's that "
+        "50 steps cannot repair.",
+    "resnet56/admm":
+        "Uniform ranks (per-layer ratio 4). The 50 ADMM steps cut the distance to the "
+        "constraint to well under half, the factorized model kept more right after "
+        "factorization than any other ResNet-56 row, and it ends as the most accurate of them. "
+        "No direct control was run for this model (CPU), so this row cannot tell ADMM's share "
+        "from that of its gentler ranks; on ResNet-20 the direct control won.",
     "resnet20/vbmf-tucker2":
         "Not one of the slides' models. The ranks, and so both ratios, are those of the one-shot "
         "table below; there one epoch of distillation (391 steps) recovers much more than the "
