@@ -18,12 +18,15 @@ from .rank import evbmf_rank, musco_weaken, rank_from_ratio, vbmf_rank_for
 from .types import LayerChoice, LayerInfo, Plan, TrialResult, plan_from_json, plan_to_json
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from .config import SearchConfig
+    from .exporter import Exported
     from .sweep import Progress, SearchResult
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("config", "data", "engine", "models", "sweep")
+_SUBMODULES = ("config", "data", "engine", "exporter", "models", "sweep")
 
 
 def search(config: SearchConfig, *, resume: bool = False,
@@ -37,6 +40,21 @@ def search(config: SearchConfig, *, resume: bool = False,
 def load_run(path: str | os.PathLike[str]) -> SearchResult:
     """Read a run directory back (see :func:`autorank.sweep.load_run`)."""
     from .sweep import load_run as load
+
+    return load(path)
+
+
+def export(run_dir: str | os.PathLike[str], trial: int, out: str | os.PathLike[str], *,
+           finetune_epochs: float = 0, onnx: bool = False) -> Exported:
+    """Export one trial of a run to a model directory (see :func:`autorank.exporter.export`)."""
+    from .exporter import export as run
+
+    return run(run_dir, trial, out, finetune_epochs=finetune_epochs, onnx=onnx)
+
+
+def load_exported(path: str | os.PathLike[str]) -> nn.Module:
+    """Rebuild an exported model as plain torch (see :func:`autorank.exporter.load_exported`)."""
+    from .exporter import load_exported as load
 
     return load(path)
 
@@ -60,9 +78,11 @@ __all__ = [
     "count_flops",
     "count_params",
     "evbmf_rank",
+    "export",
     "get_method",
     "inventory",
     "list_methods",
+    "load_exported",
     "load_run",
     "measure_latency",
     "musco_weaken",

@@ -57,3 +57,19 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _quiet_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 4-trial local search on tiny_cnn + digits whose trial 1 failed (injected)."""
+    from autorank.config import make_config
+    from autorank.sweep import search
+
+    out = tmp_path_factory.mktemp("tiny-run") / "run"
+    cfg = make_config(space="tiny", finetune_steps=10, model="tiny_cnn", dataset="digits",
+                      checkpoint=str(tiny_checkpoint), val_source="train", budget=4,
+                      runner="local", out=str(out), seed=0)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUTORANK_INJECT_FAULT", "raise:1")
+        search(cfg)
+    return out

@@ -1,0 +1,153 @@
+"""Export a trial of a tiny run and load it back: bit-identical, plain torch, ONNX, refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import autorank as ar
+from autorank.cli import main
+from autorank.decompose import apply_plan
+from autorank.errors import UserError
+from autorank.exporter import ONNX_ATOL, ONNX_RTOL, write_bundle
+from autorank.models import get_model
+
+
+def _front(run: Path) -> list[int]:
+    return sorted(int(n) for n in pd.read_csv(run / "pareto.csv")["number"])
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> ar.exporter.Exported:
+    out = tmp_path_factory.mktemp("export") / "model"
+    return ar.export(tiny_run, _front(tiny_run)[0], out, onnx=True)
+
+
+def _trial_model(run: Path, number: int) -> nn.Module:
+    """The trial's model assembled the way the search assembled it: baseline + plan + weights."""
+    result = ar.load_run(run)
+    plan = ar.plan_from_json(result.trials.set_index("number").loc[number, "plan"])
+    baseline = get_model("tiny_cnn", checkpoint=result.config.checkpoint)
+    model = apply_plan(baseline, plan)
+    model.load_state_dict(torch.load(run / "weights" / f"trial-{number}.pt", weights_only=True))
+    return model.eval()
+
+
+def test_export_writes_the_bundle_and_loads_bit_identical(exported: ar.exporter.Exported,
+                                                          tiny_run: Path) -> None:
+    for name in ("plan.json", "model.safetensors", "export.json", "config.yaml", "README.md",
+                 "model.onnx"):
+        assert (exported.path / name).exists(), name
+    info = exported.info
+    assert ar.plan_from_json((exported.path / "plan.json").read_text())
+    assert 0 <= info["test_accuracy"] <= 1 and info["params_ratio"] > 1
+    assert info["latency_ms"] > 0 and info["baseline"]["latency_ms"] > 0
+    card = (exported.path / "README.md").read_text()
+    for text in ("test accuracy", "parameters", "latency at batch 1", "ar.load_exported", "ratio"):
+        assert text in card
+    loaded = ar.load_exported(exported.path)
+    reference = _trial_model(tiny_run, info["trial"])
+    x = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), reference(x))
+
+
+def test_exported_model_is_plain_torch(exported: ar.exporter.Exported) -> None:
+    model = ar.load_exported(exported.path)
+    assert all(type(m).__module__.startswith("torch.nn") for m in model.modules() if m is not model)
+    x = torch.randn(2, 3, 32, 32)
+    program = torch.export.export(model, (x,))
+    with torch.inference_mode():
+        assert torch.equal(program.module()(x), model(x))
+
+
+def test_onnx_matches_torch_within_the_stated_tolerance(exported: ar.exporter.Exported) -> None:
+    import onnxruntime as ort
+
+    assert exported.info["onnx"]["max_abs_diff"] <= ONNX_ATOL
+    model = ar.load_exported(exported.path)
+    session = ort.InferenceSession(str(exported.path / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    x = torch.randn(7, 3, 32, 32, generator=torch.Generator().manual_seed(2))  # another batch size
+    got = session.run(None, {"input": x.numpy()})[0]
+    with torch.inference_mode():
+        want = model(x).numpy()
+    assert np.allclose(got, want, atol=ONNX_ATOL, rtol=ONNX_RTOL)
+
+
+def test_every_method_round_trips_without_refactorizing(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = get_model("tiny_cnn", num_classes=10)
+    plans = [{"conv2": ar.LayerChoice("cp", (2,)), "conv3": ar.LayerChoice("cp3", (2,)),
+              "fc": ar.LayerChoice("svd", (3,))},
+             {"conv2": ar.LayerChoice("tt", (4, 3, 4)), "conv3": ar.LayerChoice("spatial_svd", (5,)),
+              "conv1": ar.LayerChoice("tucker2", (3, 4)), "fc": ar.LayerChoice("keep")}]
+    x = torch.randn(3, 3, 32, 32)
+    for i, plan in enumerate(plans):
+        small = apply_plan(model, plan).eval()
+        folder = tmp_path / str(i)
+        folder.mkdir()
+        write_bundle(small, plan, folder, {"model_name": "tiny_cnn", "num_classes": 10,
+                                            "input_shape": [3, 32, 32]})
+        loaded = ar.load_exported(folder)
+        with torch.inference_mode():
+            assert torch.equal(loaded(x), small(x))
+
+
+def test_unknown_failed_and_pruned_trials_are_refused(tiny_run: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(UserError, match=r"has no trial 99 \(its trials: 0\.\.3\)"):
+        ar.export(tiny_run, 99, tmp_path / "a")
+    with pytest.raises(UserError, match=r"trial 1 did not complete \(failed: .*injected fault"):
+        ar.export(tiny_run, 1, tmp_path / "a")
+    assert main(["export", str(tiny_run), "--trial", "1", "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "did not complete" in err
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    number = _front(run)[0]
+    (run / "weights" / f"trial-{number}.pt").unlink()
+    with pytest.raises(UserError, match=f"weights of trial {number} were not kept"):
+        ar.export(run, number, tmp_path / "a")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="holds other files"):
+        ar.export(tiny_run, _front(tiny_run)[0], busy)
+
+
+def test_tampered_plan_names_the_missing_layer(exported: ar.exporter.Exported, tmp_path: Path) -> None:
+    folder = tmp_path / "tampered"
+    shutil.copytree(exported.path, folder)
+    plan = json.loads((folder / "plan.json").read_text())
+    plan["layer9.conv7"] = {"method": "svd", "rank": [2]}
+    (folder / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(UserError, match=r"names layer\(s\) \['layer9.conv7'\] that do not exist"):
+        ar.load_exported(folder)
+    (folder / "plan.json").write_text("{not json")
+    with pytest.raises(UserError, match="not valid JSON"):
+        ar.load_exported(folder)
+    with pytest.raises(UserError, match="not an autorank export"):
+        ar.load_exported(tmp_path)
+
+
+def test_longer_finetune_is_reported(tiny_run: Path, tmp_path: Path) -> None:
+    number = _front(tiny_run)[-1]
+    code = main(["export", str(tiny_run), "--trial", str(number), "--out", str(tmp_path / "m"),
+                 "--finetune-epochs", "1"])
+    assert code == 0
+    info = json.loads((tmp_path / "m" / "export.json").read_text())
+    assert info["finetune_epochs"] == 1 and info["finetune_s"] > 0
+    assert 0 <= info["test_accuracy_trial"] <= 1
+    assert "before the 1-epoch fine-tune" in (tmp_path / "m" / "README.md").read_text()
+    tuned = ar.load_exported(tmp_path / "m")
+    trial = _trial_model(tiny_run, number)
+    assert any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(),
+                                                     trial.state_dict().values(), strict=True))
