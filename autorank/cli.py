@@ -155,6 +155,8 @@ def _clock(seconds: float) -> str:
 
 def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", help="a run directory")
+    p.add_argument("--html", nargs="?", const="", default=None, metavar="PATH",
+                   help="also write a self-contained HTML report (default RUN/report.html)")
     p.add_argument("--storage", default=None,
                    help="the study's storage URL, when the run's saved URL hides a password")
 
@@ -170,6 +172,32 @@ def _report(args: argparse.Namespace) -> int:
     if len(result.trials):
         plot_front(result.trials, front, result.baseline, RunDir(result.path).plot)
     print(front_text(front, result.baseline))
+    if args.html is not None:
+        from .sweep.html_report import write_html
+
+        print(f"HTML report: {write_html(result, args.html or None)}")
+    return 0
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a run directory")
+    p.add_argument("--trial", type=int, required=True, help="trial number (see `autorank report`)")
+    p.add_argument("--out", required=True, help="directory to write (new, empty, or an earlier export)")
+    p.add_argument("--finetune-epochs", type=float, default=0,
+                   help="fine-tune this many epochs more, distilling from the baseline (default 0)")
+    p.add_argument("--onnx", action="store_true", help="also write model.onnx, checked by onnxruntime")
+
+
+@command("export", _export_args)
+def _export(args: argparse.Namespace) -> int:
+    """Export one trial as plan.json + weights + model card (+ ONNX); load it with ar.load_exported."""
+    from .exporter import export
+
+    done = export(args.run, args.trial, args.out, finetune_epochs=args.finetune_epochs,
+                  onnx=args.onnx)
+    info = done.info
+    print(f"trial {info['trial']}: test {info['test_accuracy']:.4f}, params ratio "
+          f"{info['params_ratio']:.2f}x, {info['latency_ms']:.2f} ms at batch 1 -> {done.path}")
     return 0
 
 

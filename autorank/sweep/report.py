@@ -61,16 +61,19 @@ def front_text(front: pd.DataFrame, baseline: dict[str, Any]) -> str:
 
 def plot_front(trials: pd.DataFrame, front: pd.DataFrame, baseline: dict[str, Any],
                path: Path) -> None:
-    """Accuracy against params and against FLOPs, every trial grey, the front joined, the
-    baseline marked; written as a PNG."""
+    """Accuracy against params, FLOPs and latency at batch 1, every trial grey, the front
+    joined, the baseline marked; written as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed: a file for terminals and READMEs
     import matplotlib.pyplot as plt
 
     done = trials[trials["state"] == "complete"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
-    for ax, col, label in ((axes[0], "params", "parameters"), (axes[1], "flops", "FLOPs")):
+    panels = [("params", "parameters"), ("flops", "FLOPs"), ("latency_ms", "latency at batch 1 (ms)")]
+    panels = [(col, label) for col, label in panels if col in done]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2),
+                             constrained_layout=True, squeeze=False)
+    for ax, (col, label) in zip(axes[0], panels, strict=True):
         ax.scatter(done[col], done["val_accuracy"], s=14, c="0.65", label="trials")
         if len(front):
             f = front.sort_values(col)
@@ -82,7 +85,7 @@ def plot_front(trials: pd.DataFrame, front: pd.DataFrame, baseline: dict[str, An
         ax.set_xlabel(label + (" (multiply-add = 2)" if col == "flops" else ""))
         ax.set_ylabel("validation accuracy")
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="lower right")
+    axes[0][0].legend(loc="lower right")
     fig.suptitle(f"{baseline.get('model', '')} on {baseline.get('dataset', '')}")
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=110)
