@@ -92,7 +92,7 @@ def get_data(
     Args:
         name: a registered name (``cifar10``, ``cifar100``, ``digits``, ``synthetic``) or
             ``npz:PATH`` / ``imagefolder:PATH``.
-        data_dir: where to look for files (CIFAR also reads ``$AUTORANK_DATA_DIR``).
+        data_dir: where to look for files (CIFAR: else ``$AUTORANK_DATA_DIR``).
         val_size: validation images, as a count or a fraction of the split it comes from;
             default 10 % of train (``val_source="train"``) or half of test (``"test"``).
         val_source: ``"train"`` carves val from the training set (clean only for models

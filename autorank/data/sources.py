@@ -36,10 +36,10 @@ def _no_arg(name: str, arg: str | None) -> None:
 
 
 def _search_dirs(data_dir: Path | None) -> list[Path]:
-    dirs = [data_dir] if data_dir is not None else []
-    if os.environ.get(DATA_ENV):
-        dirs.append(Path(os.environ[DATA_ENV]))
-    return dirs
+    # a directory given explicitly is the only place looked at: the variable is the default
+    if data_dir is not None:
+        return [data_dir]
+    return [Path(os.environ[DATA_ENV])] if os.environ.get(DATA_ENV) else []
 
 
 def _locate(arg: str, data_dir: Path | None) -> Path:
