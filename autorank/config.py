@@ -71,9 +71,9 @@ class SearchConfig:
 
     @property
     def resolved_val_source(self) -> str:
-        if self.val_source != "auto":
-            return self.val_source
-        return "test" if self.checkpoint else "train"
+        from .baseline import resolve_val_source
+
+        return resolve_val_source(self.val_source, self.checkpoint)
 
     def out_dir(self) -> Path:
         if self.out:

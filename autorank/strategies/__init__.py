@@ -13,6 +13,7 @@ gives a plan chosen elsewhere (a search's pick) its final training by a strategy
 
 from __future__ import annotations
 
+from ..baseline import BaselineSpec, load_baseline
 from . import admm, musco, vbmf_tucker2  # noqa: F401  (registers the strategies)
 from ._common import (
     AdmmOptions,
@@ -25,7 +26,7 @@ from ._common import (
     compress,
 )
 from ._final import plan_strategies, train_plan
-from ._io import BaselineSpec, load_baseline, load_compressed, read_plan, save_compressed
+from ._io import load_compressed, read_plan, save_compressed
 from ._plans import apply_stage, dense_weight, merge_into_neighbours, rebuild, vbmf_plan
 from ._registry import get_strategy, list_strategies, register_strategy
 from .admm import AdmmPenalty, admm_plan, admm_train

@@ -1,4 +1,4 @@
-"""Loading a baseline for a strategy, and writing / reading what a strategy produced."""
+"""Writing and reading what a strategy produced (the baseline comes from ``autorank.baseline``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..data import DataBundle
 from ..errors import UserError
 from ..types import Plan, plan_from_json, plan_to_json
 from ._common import CompressConfig, Compressed, ResultRow, Stage
@@ -23,50 +22,6 @@ log = logging.getLogger(__name__)
 
 PLAN_FILE, WEIGHTS_FILE = "plan.json", "weights.pt"
 RESULTS_CSV, RESULTS_JSON, STAGES_CSV = "results.csv", "results.json", "stages.csv"
-
-
-@dataclasses.dataclass(frozen=True)
-class BaselineSpec:
-    """Which baseline to compress and which images to use (``autorank compress`` flags)."""
-
-    model: str
-    dataset: str
-    checkpoint: str | None = None  # None: a baseline is trained first (cached)
-    data_dir: str | None = None  # default $AUTORANK_DATA_DIR
-    val_source: str = "auto"  # auto: half the test set for a checkpoint, else from train
-    seed: int = 0
-    baseline_epochs: int = 30
-    input_size: int = 32
-    device: str = "cpu"
-
-
-def load_baseline(spec: BaselineSpec) -> tuple[nn.Module, DataBundle]:
-    """The trained dense model and its data, split as ``autorank search`` splits them.
-
-    A checkpoint whose training data is unknown (``val_source="auto"`` with a checkpoint) gets
-    a validation split carved from the test set, the rest of the test set for reporting;
-    a baseline trained here never saw the validation split carved from train.
-
-    Raises:
-        UserError: unknown model or data set, missing data, a checkpoint that does not fit.
-    """
-    from ..data import get_data
-    from ..engine import train_baseline
-    from ..models import get_model, get_model_spec
-
-    model_spec = get_model_spec(spec.model)
-    val_source = spec.val_source
-    if val_source == "auto":
-        val_source = "test" if spec.checkpoint else "train"
-    data_dir = spec.data_dir or os.environ.get("AUTORANK_DATA_DIR")
-    data = get_data(spec.dataset, data_dir=data_dir, val_source=val_source, seed=spec.seed,
-                    mean=model_spec.mean, std=model_spec.std)
-    checkpoint = spec.checkpoint or str(train_baseline(
-        spec.model, spec.dataset, epochs=spec.baseline_epochs, seed=spec.seed,
-        data_dir=data_dir, device=spec.device, progress=False))
-    model = get_model(spec.model, num_classes=data.num_classes, checkpoint=checkpoint,
-                      input_size=spec.input_size)
-    return model, data
 
 
 def _plain(value: Any) -> Any:

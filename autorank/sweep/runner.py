@@ -131,26 +131,13 @@ def _saved(cfg: SearchConfig) -> SearchConfig:
 
 
 def _load_baseline(cfg: SearchConfig) -> tuple[nn.Module, Any]:
-    from ..data import get_data
-    from ..engine import train_baseline
-    from ..models import check_input_shape, get_model, get_model_spec
+    from ..baseline import BaselineSpec, load_baseline
 
-    spec = get_model_spec(cfg.model)
-    data = get_data(cfg.dataset, data_dir=cfg.data_root(), val_source=cfg.resolved_val_source,
-                    val_size=cfg.val_size, seed=cfg.seed, mean=spec.mean, std=spec.std,
-                    download=cfg.download)
-    check_input_shape(get_model(cfg.model, num_classes=data.num_classes, input_size=cfg.input_size),
-                      data.input_shape, name=f"model {cfg.model!r}")
-    checkpoint = cfg.checkpoint
-    if checkpoint is None:
-        log.info("no checkpoint: training a %s baseline for %d epochs (cached)", cfg.model,
-                 cfg.baseline_epochs)
-        checkpoint = str(train_baseline(cfg.model, cfg.dataset, epochs=cfg.baseline_epochs,
-                                        seed=cfg.seed, data_dir=cfg.data_root(),
-                                        device=_device(cfg), progress=True))
-    model = get_model(cfg.model, num_classes=data.num_classes, checkpoint=checkpoint,
-                      input_size=cfg.input_size)
-    return model, data
+    return load_baseline(BaselineSpec(
+        cfg.model, cfg.dataset, checkpoint=cfg.checkpoint, data_dir=cfg.data_root(),
+        val_source=cfg.val_source, seed=cfg.seed, baseline_epochs=cfg.baseline_epochs,
+        input_size=cfg.input_size, device=_device(cfg), val_size=cfg.val_size,
+        download=cfg.download, progress=True))
 
 
 def _baseline_metrics(cfg: SearchConfig, run: RunDir, model: nn.Module, data: Any) -> dict[str, Any]:
