@@ -6,6 +6,7 @@ one run:
 - ``search``: autorank's space with multivariate TPE (``cifar_resnet`` preset: a method and a
   rank offset per group of 6 convs; ``--groups 0`` searches them per layer), Ray Tune,
   ``--parallel 2``;
+- ``gp``: the same space with Optuna's Gaussian-process sampler (log EHVI), ``--parallel 2``;
 - ``random``: the same space and seeds with Optuna's RandomSampler, Ray Tune, ``--parallel 1``
   (so the two arms also give trials/hour at parallel 1 vs 2);
 - ``vbmf``: the one-shot Kim et al. recipe (Tucker-2 at EVBMF ranks), trial 0 of each search;
@@ -157,7 +158,7 @@ def main() -> int:
     parser.add_argument("--val-size", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="/tmp/autorank-search-quality")
-    parser.add_argument("--arms", default="search,random,uniform")
+    parser.add_argument("--arms", default="search,gp,random,uniform")
     parser.add_argument("--groups", type=int, default=None,
                         help="override the preset's groups (0: a method and offset per layer)")
     parser.add_argument("--out", default="search_quality.json", help="file name in bench/results/")
@@ -170,7 +171,8 @@ def main() -> int:
     arms = args.arms.split(",")
     rows, extra = [], []
     baseline = None
-    for name, sampler, parallel in (("search", "tpe", 2), ("random", "random", args.random_parallel)):
+    for name, sampler, parallel in (("search", "tpe", 2), ("gp", "gp", 2),
+                                    ("random", "random", args.random_parallel)):
         if name in arms:
             row, trials = run_arm(args, name, sampler, parallel)
             rows.append(row)

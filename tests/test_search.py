@@ -182,3 +182,21 @@ def test_search_through_a_two_node_cluster(tmp_path: Path, tiny_checkpoint: Path
         ray.shutdown()
         cluster.shutdown()
     check_run_dir(result.path, budget=4)
+
+
+@pytest.mark.parametrize("sampler", ["gp", "nsga2"])
+def test_every_sampler_runs_a_search(tmp_path: Path, tiny_checkpoint: Path, sampler: str) -> None:
+    import dataclasses
+
+    import optuna
+
+    from autorank.sweep.runner import _sampler
+    from autorank.sweep.space import space_from_dict
+
+    cfg = tiny_config(tmp_path / "run", tiny_checkpoint, budget=6)
+    cfg = dataclasses.replace(cfg, space=space_from_dict({"sampler": sampler}, base=cfg.space))
+    expected = {"gp": optuna.samplers.GPSampler, "nsga2": optuna.samplers.NSGAIISampler}[sampler]
+    assert isinstance(_sampler(cfg, 0), expected)
+    result = search(cfg)  # 2 seeds, 2 startup draws, then 2 draws from the sampler's model
+    trials = check_run_dir(result.path, budget=6)
+    assert trials["plan"].is_unique

@@ -171,11 +171,17 @@ def _sampler(cfg: SearchConfig, seed: int) -> Any:
         return optuna.samplers.RandomSampler(seed=seed)
     if cfg.space.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(8, cfg.budget // 5))
+    startup = max(4, min(10, cfg.budget // 5))
+    if cfg.space.sampler == "gp":
+        # Gaussian-process Bayesian optimisation (log expected hypervolume improvement for
+        # several objectives); it conditions on running trials, so parallel trials spread out.
+        # About a second per draw, negligible beside a fine-tune.
+        return optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
     # Multivariate TPE models the strength and the per-layer choices jointly; the constant liar
     # keeps parallel trials (of this driver or another on the study) from sampling the same
     # region while they run.
     return optuna.samplers.TPESampler(seed=seed, multivariate=True,
-                                      n_startup_trials=max(4, min(10, cfg.budget // 5)),
+                                      n_startup_trials=startup,
                                       constant_liar=True)
 
 

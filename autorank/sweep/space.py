@@ -35,7 +35,7 @@ OBJECTIVES: dict[str, tuple[str, str]] = {
     "flops": ("flops", "min"),
     "latency": ("latency_ms", "min"),
 }
-SAMPLERS = ("tpe", "random", "nsga2")
+SAMPLERS = ("tpe", "gp", "random", "nsga2")
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 
 
