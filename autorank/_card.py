@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .types import Plan
@@ -15,11 +15,15 @@ def _pct(value: Any) -> str:
 def _accuracy_rows(info: Mapping[str, Any]) -> list[str]:
     base = info["baseline"]
     rows = [f"| test accuracy | {_pct(base.get('test_accuracy'))} | {_pct(info['test_accuracy'])} |"]
-    if info.get("finetune_epochs"):
-        rows.append(f"| test accuracy before the {info['finetune_epochs']:g}-epoch fine-tune | | "
-                    f"{_pct(info.get('test_accuracy_trial'))} |")
-    rows.append(f"| validation accuracy (as the search judged it) | {_pct(base.get('val_accuracy'))} | "
-                f"{_pct(info.get('val_accuracy_search'))} |")
+    if info.get("accuracy_after") is not None:
+        rows.append(f"| test accuracy right after factorization | | {_pct(info['accuracy_after'])} |")
+    if info.get("test_accuracy_trial") is not None:
+        label = ("the search trial's own weights" if info.get("strategy")
+                 else f"before the {info['finetune_epochs']:g}-epoch fine-tune")
+        rows.append(f"| test accuracy of {label} | | {_pct(info['test_accuracy_trial'])} |")
+    if info.get("val_accuracy_search") is not None:
+        rows.append(f"| validation accuracy (as the search judged it) | "
+                    f"{_pct(base.get('val_accuracy'))} | {_pct(info['val_accuracy_search'])} |")
     return rows
 
 
@@ -44,6 +48,28 @@ def _plan_rows(plan: Plan) -> list[str]:
     return rows
 
 
+def _stage_rows(stages: Sequence[tuple[Plan, bool]]) -> list[str]:
+    if len(stages) == 1 and not stages[0][1]:
+        return _plan_rows(stages[0][0])
+    rows: list[str] = []
+    for number, (plan, fuse) in enumerate(stages, 1):
+        how = (" (over the factors of stage 1; new outer 1x1 factors multiplied into their "
+               "neighbours)" if fuse else "")
+        rows += [f"Stage {number}{how}:", "", *_plan_rows(plan), ""]
+    return rows
+
+
+def _origin(info: Mapping[str, Any]) -> tuple[str, str]:
+    """The card's title and the sentence that says where the model comes from."""
+    name = f"{info['model_name']} on {info['dataset']}"
+    strategy = info.get("strategy")
+    if info.get("trial") is None:
+        return f"{name}, {strategy}", f"Made by `autorank compress --strategy {strategy}`."
+    how = (f" Its plan was trained again from the dense baseline by the `{strategy}` recipe "
+           f"({info['finetune_epochs']:g} epoch(s) of fine-tune)." if strategy else "")
+    return f"{name}, trial {info['trial']}", f"Exported from the run `{info['run']}`.{how}"
+
+
 def _usage(info: Mapping[str, Any]) -> list[str]:
     lines = [
         "```python", "import autorank as ar", "", 'model = ar.load_exported("THIS_DIRECTORY")',
@@ -64,21 +90,26 @@ def _usage(info: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def model_card(info: Mapping[str, Any], plan: Plan) -> str:
-    """A Markdown model card: accuracy and cost against the baseline, how to load, the plan."""
-    factorized = sum(1 for c in plan.values() if c.method != "keep")
+def model_card(info: Mapping[str, Any], plan: Plan,
+               stages: Sequence[tuple[Plan, bool]] | None = None) -> str:
+    """A Markdown model card: accuracy and cost against the baseline, how to load, the plan.
+
+    ``stages`` (plan, fused) replace the plan table for a multi-stage strategy's model.
+    """
+    stages = list(stages) if stages else [(plan, False)]
+    factorized = sum(1 for c in stages[0][0].values() if c.method != "keep")
     split = ("the half of the test split not used for validation"
              if info.get("val_source") == "test" else "the test split")
+    title, origin = _origin(info)
     lines = [
-        f"# {info['model_name']} on {info['dataset']}, trial {info['trial']}", "",
-        f"Compressed with autorank: {factorized} layer(s) factorized (plan below). "
-        f"Exported from the run `{info['run']}`.", "",
+        f"# {title}", "",
+        f"Compressed with autorank: {factorized} layer(s) factorized (plan below). {origin}", "",
         "| | baseline | this model |", "|---|---|---|",
         *_accuracy_rows(info), *_cost_rows(info), "",
         f"Test accuracy is on {info['test_images']:,} images ({split}). Ratios are baseline / "
         f"this model. Latency is the median of timed forward passes on the machine that exported, "
         f"with {info['threads']} torch thread(s), torch {info['torch']}.", "",
         "## Load it", "", *_usage(info), "",
-        "## Plan", "", *_plan_rows(plan), "",
+        "## Plan", "", *_stage_rows(stages), "",
     ]
     return "\n".join(lines)

@@ -186,6 +186,12 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-epochs", type=float, default=0,
                    help="fine-tune this many epochs more, distilling from the baseline (default 0)")
     p.add_argument("--onnx", action="store_true", help="also write model.onnx, checked by onnxruntime")
+    p.add_argument("--strategy", default=None,
+                   help="train the trial's plan from the dense baseline by this recipe instead: "
+                        "vbmf-tucker2 (factorize, fine-tune) or admm (ADMM towards the ranks "
+                        "first, Yin et al. 2021); needs --finetune-epochs")
+    p.add_argument("--admm-steps", type=int, default=200,
+                   help="with --strategy admm: training steps of the dense model (default 200)")
 
 
 @command("export", _export_args)
@@ -194,9 +200,10 @@ def _export(args: argparse.Namespace) -> int:
     from .exporter import export
 
     done = export(args.run, args.trial, args.out, finetune_epochs=args.finetune_epochs,
-                  onnx=args.onnx)
+                  onnx=args.onnx, strategy=args.strategy, admm_steps=args.admm_steps)
     info = done.info
-    print(f"trial {info['trial']}: test {info['test_accuracy']:.4f}, params ratio "
+    how = f" ({info['strategy']})" if info.get("strategy") else ""
+    print(f"trial {info['trial']}{how}: test {info['test_accuracy']:.4f}, params ratio "
           f"{info['params_ratio']:.2f}x, {info['latency_ms']:.2f} ms at batch 1 -> {done.path}")
     return 0
 
@@ -233,7 +240,8 @@ def _compress_args(p: argparse.ArgumentParser) -> None:
                    help="cifar10, cifar100, digits, synthetic, npz:PATH or imagefolder:PATH")
     p.add_argument("--data-dir", default=None, help="where data sets live ($AUTORANK_DATA_DIR)")
     p.add_argument("--strategy", required=True, help="vbmf-tucker2, musco or admm")
-    p.add_argument("--out", required=True, help="directory for plan, weights and results")
+    p.add_argument("--out", required=True,
+                   help="directory for the model (as autorank export writes it) and results")
     p.add_argument("--finetune-steps", type=int, default=200, help="steps of every fine-tune")
     p.add_argument("--lr", type=float, default=0.01, help="fine-tune learning rate")
     p.add_argument("--batch-size", type=int, default=128)
@@ -268,6 +276,7 @@ def _compress_args(p: argparse.ArgumentParser) -> None:
 def _compress(args: argparse.Namespace) -> int:
     """Run one strategy end to end (vbmf-tucker2, musco, admm); writes model and results row."""
     from .engine import FinetuneConfig, resolve_device
+    from .exporter import check_out
     from .strategies import (
         AdmmOptions,
         BaselineSpec,
@@ -281,6 +290,7 @@ def _compress(args: argparse.Namespace) -> int:
     )
 
     get_strategy(args.strategy)  # an unknown name fails before anything is loaded
+    check_out(args.out)
     if args.finetune_steps < 0 or args.admm_steps < 0:
         raise UserError("--finetune-steps and --admm-steps must be >= 0")
     device = str(resolve_device(args.device))
@@ -302,9 +312,8 @@ def _compress(args: argparse.Namespace) -> int:
                         device=device)
     baseline, data = load_baseline(spec)
     row, result = compress(args.strategy, args.model, baseline, data, config)
-    info = {"model": args.model, "num_classes": data.num_classes, "input_size": args.input_size,
-            "dataset": args.dataset, "checkpoint": spec.checkpoint, "val_source": data.val_source}
-    save_compressed(args.out, row, result, config=config, model_info=info)
+    save_compressed(args.out, row, result, config=config, baseline=baseline, data=data,
+                    dataset=args.dataset, checkpoint=spec.checkpoint)
     print(f"{row.model} {row.strategy}: params ratio {row.ratio:.3f}, FLOPs ratio "
           f"{row.flops_ratio:.3f}, test accuracy {row.accuracy_before:.4f} before, "
           f"{row.accuracy_after:.4f} right after, {row.fine_tune:.4f} fine-tuned "

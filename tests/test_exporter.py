@@ -151,3 +151,40 @@ def test_longer_finetune_is_reported(tiny_run: Path, tmp_path: Path) -> None:
     trial = _trial_model(tiny_run, number)
     assert any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(),
                                                      trial.state_dict().values(), strict=True))
+
+
+@pytest.mark.parametrize("strategy", ["vbmf-tucker2", "admm"])
+def test_export_with_a_strategy_trains_the_plan_from_the_baseline(
+        strategy: str, tiny_run: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    number = _front(run)[0]
+    (run / "weights" / f"trial-{number}.pt").unlink()  # not needed: the plan is trained anew
+    code = main(["export", str(run), "--trial", str(number), "--out", str(tmp_path / "m"),
+                 "--strategy", strategy, "--finetune-epochs", "0.5", "--admm-steps", "20"])
+    assert code == 0
+    info = json.loads((tmp_path / "m" / "export.json").read_text())
+    assert info["strategy"] == strategy and info["finetune_s"] > 0
+    assert 0 <= info["accuracy_after"] <= 1 and 0 <= info["test_accuracy"] <= 1
+    plan = ar.load_run(run).trials.set_index("number").loc[number, "plan"]
+    assert ar.plan_from_json((tmp_path / "m" / "plan.json").read_text()) == ar.plan_from_json(plan)
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert f"by the `{strategy}` recipe" in card
+    if strategy == "admm":
+        extra = info["strategy_extra"]
+        assert info["admm_steps"] == 20 and extra["distance_end"] < extra["distance_start"]
+    assert ar.load_exported(tmp_path / "m")  # export checked the round trip bit for bit
+
+
+@pytest.mark.parametrize(("argv", "pattern"), [
+    (["--strategy", "musco", "--finetune-epochs", "1"], "cannot train a chosen plan; expected one"),
+    (["--strategy", "admm"], "give --finetune-epochs > 0"),
+    (["--strategy", "admm", "--finetune-epochs", "1", "--admm-steps", "-3"], "--admm-steps must"),
+])
+def test_export_strategy_bad_input(argv: list[str], pattern: str, tiny_run: Path, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["export", str(tiny_run), "--trial", str(_front(tiny_run)[0]),
+                 "--out", str(tmp_path / "m"), *argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and pattern in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "m").exists()

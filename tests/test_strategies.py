@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+import autorank as ar
 from autorank.cli import main
 from autorank.data import DataBundle, get_data
 from autorank.decompose import get_method
@@ -26,7 +27,6 @@ from autorank.strategies import (
     compress,
     dense_weight,
     list_strategies,
-    load_compressed,
     merge_into_neighbours,
     save_compressed,
     train_plan,
@@ -67,13 +67,24 @@ def test_strategy_end_to_end(name: str, baseline: nn.Module, data: DataBundle,
     assert row.accuracy_before > 0.3  # the baseline really is the trained checkpoint
     assert row.wall_s > 0 and row.test_images == data.num_examples("test")
     assert all(torch.equal(v, baseline.state_dict()[k]) for k, v in before.items())
-    folder = save_compressed(tmp_path / name, row, out, config=cfg,
-                             model_info={"model": "tiny_cnn", "num_classes": 10, "input_size": 32})
+    folder = save_compressed(tmp_path / name, row, out, config=cfg, baseline=baseline, data=data,
+                             dataset="digits")
     saved = json.loads((folder / "results.json").read_text())
     assert saved["row"]["ratio"] == pytest.approx(row.ratio)
     assert (folder / "results.csv").read_text().startswith("model,strategy,ratio,flops_ratio,")
+    # the model is an export directory: loaded back as plain torch, bit-identical
+    info = json.loads((folder / "export.json").read_text())
+    assert info["strategy"] == name and info["params_ratio"] == pytest.approx(row.ratio)
+    assert info["test_accuracy"] == row.fine_tune
+    plan = json.loads((folder / "plan.json").read_text())
+    assert ("stages" in plan) == (name == "musco")  # every stage of a multi-stage model
+    card = (folder / "README.md").read_text()
+    assert f"autorank compress --strategy {name}" in card and "right after factorization" in card
+    loaded = ar.load_exported(folder)
+    assert all(type(m).__module__.startswith("torch.nn") for m in loaded.modules() if m is not loaded)
     x = torch.randn(4, 3, 8, 8)
-    torch.testing.assert_close(load_compressed(folder)(x), out.model.eval()(x))
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), out.model.eval()(x))
 
 
 def test_musco_second_stage_compresses_the_factorized_layers_further(
@@ -168,8 +179,8 @@ def test_cli_compress(tiny_checkpoint: Path, tmp_path: Path,
                  "--batch-size", "64", "--device", "cpu", "--out", str(out)])
     assert code == 0
     assert "params ratio" in capsys.readouterr().out
-    assert {p.name for p in out.iterdir()} >= {"plan.json", "weights.pt", "results.csv",
-                                               "results.json"}
+    assert {p.name for p in out.iterdir()} >= {"plan.json", "model.safetensors", "export.json",
+                                               "README.md", "results.csv", "results.json"}
     row = json.loads((out / "results.json").read_text())["row"]
     assert row["strategy"] == "vbmf-tucker2" and row["ratio"] > 1
 
@@ -178,11 +189,16 @@ def test_cli_compress(tiny_checkpoint: Path, tmp_path: Path,
     (["--strategy", "svd-magic"], "unknown strategy 'svd-magic'; expected one of"),
     (["--strategy", "musco", "--w", "1.5"], "w must be in [0, 1]"),
     (["--strategy", "admm", "--plan", "/no/plan.json"], "plan file '/no/plan.json' does not"),
+    (["--strategy", "musco", "--out", "{tmp}/busy"], "holds other files; give a new or empty"),
 ])
 def test_cli_compress_bad_input(argv: list[str], pattern: str, tmp_path: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "results-of-something-else.csv").write_text("kept\n")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     code = main(["compress", "--model", "tiny_cnn", "--dataset", "digits",
                  "--out", str(tmp_path / "x"), *argv])
     err = capsys.readouterr().err
     assert code == 2 and pattern in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+    assert (tmp_path / "busy" / "results-of-something-else.csv").read_text() == "kept\n"

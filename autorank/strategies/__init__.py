@@ -26,7 +26,7 @@ from ._common import (
     compress,
 )
 from ._final import plan_strategies, train_plan
-from ._io import load_compressed, read_plan, save_compressed
+from ._io import read_plan, save_compressed
 from ._plans import apply_stage, dense_weight, merge_into_neighbours, rebuild, vbmf_plan
 from ._registry import get_strategy, list_strategies, register_strategy
 from .admm import AdmmPenalty, admm_plan, admm_train
@@ -49,7 +49,6 @@ __all__ = [
     "get_strategy",
     "list_strategies",
     "load_baseline",
-    "load_compressed",
     "merge_into_neighbours",
     "plan_strategies",
     "read_plan",

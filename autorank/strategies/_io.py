@@ -1,4 +1,4 @@
-"""Writing and reading what a strategy produced (the baseline comes from ``autorank.baseline``)."""
+"""Writing what a strategy produced (as an export directory) and reading rank plans."""
 
 from __future__ import annotations
 
@@ -10,17 +10,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
+from .._card import model_card
+from ..data import DataBundle
 from ..errors import UserError
-from ..types import Plan, plan_from_json, plan_to_json
-from ._common import CompressConfig, Compressed, ResultRow, Stage
-from ._plans import rebuild
+from ..types import Plan, plan_from_json
+from ._common import CompressConfig, Compressed, ResultRow
 
 log = logging.getLogger(__name__)
 
-PLAN_FILE, WEIGHTS_FILE = "plan.json", "weights.pt"
 RESULTS_CSV, RESULTS_JSON, STAGES_CSV = "results.csv", "results.json", "stages.csv"
 
 
@@ -29,32 +28,51 @@ def _plain(value: Any) -> Any:
 
 
 def save_compressed(out: str | os.PathLike[str], row: ResultRow, result: Compressed, *,
-                    config: CompressConfig, model_info: dict[str, Any]) -> Path:
-    """Write ``plan.json`` (architecture: model + stages), ``weights.pt`` (state dict),
-    ``results.csv`` / ``results.json`` (the row; stages, options and extras in the JSON) and,
-    for multi-stage strategies, ``stages.csv``.
+                    config: CompressConfig, baseline: nn.Module, data: DataBundle,
+                    dataset: str, latency_batch: int = 32, **about: Any) -> Path:
+    """Write a strategy's model as an export directory (``autorank.exporter``: ``plan.json``
+    with every stage, ``model.safetensors``, ``export.json``, the model card ``README.md``;
+    ``ar.load_exported`` loads it), plus ``results.csv`` / ``results.json`` (the row; stages,
+    options and extras in the JSON) and, for multi-stage strategies, ``stages.csv``.
 
     Args:
-        out: the output directory (created).
+        out: the output directory: new, empty, or an earlier export (replaced).
         row: the results row.
         result: the strategy's outcome.
         config: the options it ran with.
-        model_info: ``model``, ``num_classes``, ``input_size`` (what :func:`load_compressed`
-            needs to rebuild the architecture), plus anything worth keeping.
+        baseline: the dense model it started from (its cost is measured beside the model's).
+        data: the data it ran on (input shape, classes, test split).
+        dataset: the data set's name, for the card.
+        latency_batch: the second batch size latency is measured at.
+        about: more to record in ``export.json`` (checkpoint, ...).
+
+    Raises:
+        UserError: ``out`` is a file or holds other files.
     """
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    stages = [{"plan": json.loads(plan_to_json(s.plan)), "fuse": s.fuse} for s in result.stages]
-    (folder / PLAN_FILE).write_text(json.dumps({**model_info, "strategy": row.strategy,
-                                                "stages": stages}, indent=1))
-    state = {k: v.detach().cpu() for k, v in result.model.state_dict().items()}
-    torch.save(state, folder / WEIGHTS_FILE)
+    from ..exporter import check_round_trip, describe, prepare_out, write_bundle
+    from ..sweep.store import atomic_write
+
+    folder = prepare_out(out)
+    stages = [(s.plan, s.fuse) for s in result.stages]
+    info = write_bundle(
+        result.model.cpu(), stages[0][0], folder,
+        describe(result.model, baseline, data, model_name=row.model, dataset=dataset,
+                 latency_batch=latency_batch,
+                 baseline_accuracy={"test_accuracy": row.accuracy_before},
+                 strategy=row.strategy, test_accuracy=row.fine_tune,
+                 accuracy_after=row.accuracy_after, test_images=row.test_images,
+                 results=row.to_dict(), **about),
+        stages=stages if len(stages) > 1 or stages[0][1] else None)
+    x, _ = next(data.batches("test", batch_size=16))
+    check_round_trip(result.model, folder, x.cpu())
+    atomic_write(folder / "README.md", model_card(info, stages[0][0], stages))
     record = row.to_dict()
     _write_csv(folder / RESULTS_CSV, [record])
+    (folder / STAGES_CSV).unlink(missing_ok=True)
     if result.table:
         _write_csv(folder / STAGES_CSV, result.table)
     payload = {"row": record, "stages": result.table, "extra": result.extra,
-               "config": dataclasses.asdict(config), "model": model_info}
+               "config": dataclasses.asdict(config), "model": info}
     (folder / RESULTS_JSON).write_text(json.dumps(_plain(payload), indent=1))
     return folder
 
@@ -64,26 +82,6 @@ def _write_csv(path: Path, records: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(records[0]))
         writer.writeheader()
         writer.writerows(records)
-
-
-def load_compressed(folder: str | os.PathLike[str]) -> nn.Module:
-    """The model :func:`save_compressed` wrote, rebuilt from its plan and loaded weights.
-
-    Raises:
-        UserError: the folder holds no ``plan.json`` / ``weights.pt``.
-    """
-    from ..models import get_model
-
-    path = Path(folder)
-    if not (path / PLAN_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
-        raise UserError(f"{str(path)!r} holds no compressed model ({PLAN_FILE} + {WEIGHTS_FILE})")
-    info = json.loads((path / PLAN_FILE).read_text())
-    dense = get_model(info["model"], num_classes=info["num_classes"],
-                      input_size=info["input_size"])
-    stages = [Stage(plan_from_json(s["plan"]), bool(s["fuse"])) for s in info["stages"]]
-    model = rebuild(dense, stages)
-    model.load_state_dict(torch.load(path / WEIGHTS_FILE, map_location="cpu", weights_only=True))
-    return model.eval()
 
 
 def read_plan(path: str | os.PathLike[str]) -> Plan:
