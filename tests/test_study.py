@@ -137,6 +137,8 @@ def test_heartbeat_fails_only_the_trials_of_a_silent_driver(postgres_url: str) -
     with quiet_optuna():
         silent, alive, unknown = study.ask(), study.ask(), study.ask()
     storage.record_heartbeat(silent._trial_id)  # beats once, then its driver "dies"
+    for trial in (silent, alive):  # claimed by drivers on another machine, as ask_new does
+        trial.set_user_attr("driver", "elsewhere:1:1")
     with Heartbeat(study) as beat:
         beat.add(alive._trial_id)
         time.sleep(4.5)  # past the grace period (3 x 1 s)
@@ -144,8 +146,14 @@ def test_heartbeat_fails_only_the_trials_of_a_silent_driver(postgres_url: str) -
     states = {t.number: t for t in study.get_trials()}
     assert states[silent.number].state == TrialState.FAIL and is_interrupted(states[silent.number])
     assert states[alive.number].state == TrialState.RUNNING
-    # no heartbeat at all: nothing tells whose it is, so it is left alone
-    assert states[unknown.number].state == TrialState.RUNNING
+    # never claimed by a driver and older than the grace period: its driver died between
+    # study.ask() and the first heartbeat (ask_new beats before anything else)
+    assert states[unknown.number].state == TrialState.FAIL and is_interrupted(states[unknown.number])
+    assert "before claiming it" in states[unknown.number].user_attrs["error"]
+    with quiet_optuna():
+        fresh = study.ask()
+    fail_stale(study)  # a trial younger than the grace period is left to its driver
+    assert study.get_trials()[fresh.number].state == TrialState.RUNNING
     assert counts(study) == (0, 2)  # an interrupted trial does not count in the budget
 
 

@@ -90,12 +90,11 @@ def _searcher_class() -> type:
             step = self._gate.step()
             if step != "run":
                 return finished if step == "done" else None
-            asked = ask_new(self._ot_study, self._search_space)
+            asked = ask_new(self._ot_study, self._search_space, self._heartbeat)
             if asked is None:
                 return finished
             ot_trial, params = asked
             self._ot_trials[trial_id] = ot_trial
-            self._heartbeat.add(ot_trial._trial_id)
             return params
 
         def save(self, checkpoint_path: str) -> None:

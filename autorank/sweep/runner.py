@@ -293,11 +293,10 @@ def _run_local(cfg: SearchConfig, ctx: TrialContext, study: Any,
             if step == "wait":
                 time.sleep(gate.poll_s)
                 continue
-            asked = ask_new(study, ctx.space)
+            asked = ask_new(study, ctx.space, beat)
             if asked is None:
                 return
             trial, params = asked
-            beat.add(trial._trial_id)
             record(study, trial, run_trial(ctx, params), metrics)
             beat.discard(trial._trial_id)
             on_done(trial.number)

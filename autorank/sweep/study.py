@@ -109,18 +109,34 @@ def log_stale(study: Any, trial: Any) -> None:
                 trial.user_attrs.get("driver", "?"))
 
 
+def _grace_s(study: Any) -> float:
+    storage = study._storage
+    interval = storage.get_heartbeat_interval()
+    return float(getattr(storage, "grace_period", None) or 2 * interval)
+
+
 def fail_stale(study: Any) -> None:
     """Fail the running trials whose driver stopped: heartbeat older than the grace period
-    (Optuna's ``fail_stale_trials``), or a driver process on this machine that is gone."""
+    (Optuna's ``fail_stale_trials``), a driver process on this machine that is gone, or (with
+    heartbeats) a trial older than the grace period that no driver ever claimed: its driver
+    died between asking for it and its first heartbeat, which :func:`ask_new` records at once,
+    before the claim."""
+    import datetime
+
     import optuna
     from optuna.trial import TrialState
 
     with quiet_optuna():
         optuna.storages.fail_stale_trials(study)
+    beats = heartbeat_enabled(study)
+    now = datetime.datetime.now()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         driver = str(t.user_attrs.get("driver", ""))
         if driver and _driver_gone(driver):
             _fail(study, t, f"its driver {driver} is gone")
+        elif (not driver and beats and t.datetime_start is not None
+              and (now - t.datetime_start).total_seconds() > _grace_s(study)):
+            _fail(study, t, "its driver stopped before claiming it")
 
 
 def fail_interrupted(study: Any) -> None:
@@ -207,12 +223,19 @@ def tell_duplicate(study: Any, trial: Any, of: int) -> None:
 MAX_DUPLICATES = 20
 
 
-def ask_new(study: Any, space: Any) -> tuple[Any, dict[str, Any]] | None:
+def ask_new(study: Any, space: Any, heartbeat: Heartbeat | None = None
+            ) -> tuple[Any, dict[str, Any]] | None:
     """Ask a trial whose plan no other trial of the study holds; None after ``MAX_DUPLICATES``
-    draws in a row that repeat one (each told PRUNED, "duplicate of trial N")."""
+    draws in a row that repeat one (each told PRUNED, "duplicate of trial N").
+
+    ``heartbeat`` starts beating for the trial as soon as it exists, before its plan is drawn;
+    the caller ends it with ``heartbeat.discard`` once the trial is told.
+    """
     for _ in range(MAX_DUPLICATES):
         with quiet_optuna():
             trial = study.ask()
+        if heartbeat is not None:
+            heartbeat.add(trial._trial_id)
         extra = space.suggest(trial)
         params = {**trial.params, **extra}
         try:
@@ -223,6 +246,8 @@ def ask_new(study: Any, space: Any) -> tuple[Any, dict[str, Any]] | None:
         if earlier is None:
             return trial, params
         tell_duplicate(study, trial, earlier)
+        if heartbeat is not None:
+            heartbeat.discard(trial._trial_id)
     log.warning("%d draws in a row repeat plans already run: the search stops", MAX_DUPLICATES)
     return None
 
