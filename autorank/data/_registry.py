@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from autorank._registry import Registry
 from autorank.data._arrays import RawData, channel_stats, resolve_size, stratified_split
 from autorank.data._bundle import DataBundle, Split
 from autorank.errors import UserError
@@ -20,7 +21,7 @@ Loader = Callable[..., RawData]
 VAL_SOURCES = ("train", "test")
 DEFAULT_VAL_FRACTION = 0.1  # of train: 5,000 images for CIFAR's 50,000
 
-_DATASETS: dict[str, Loader] = {}
+_DATASETS: Registry[Loader] = Registry("data set", missing=UserError)
 
 
 def register_dataset(name: str) -> Callable[[Loader], Loader]:
@@ -33,9 +34,7 @@ def register_dataset(name: str) -> Callable[[Loader], Loader]:
     """
 
     def decorator(loader: Loader) -> Loader:
-        if name in _DATASETS:
-            raise ValueError(f"data set {name!r} is already registered")
-        _DATASETS[name] = loader
+        _DATASETS.add(name, loader)
         return loader
 
     return decorator
@@ -43,7 +42,7 @@ def register_dataset(name: str) -> Callable[[Loader], Loader]:
 
 def list_datasets() -> list[str]:
     """Names of the registered data sets (``npz`` and ``imagefolder`` take ``:PATH``)."""
-    return sorted(_DATASETS)
+    return _DATASETS.names()
 
 
 def _carve(
@@ -113,12 +112,11 @@ def get_data(
         UserError: unknown name, missing or malformed data, bad split options.
     """
     key, _, arg = name.partition(":")
-    if key not in _DATASETS:
-        raise UserError(f"unknown data set {name!r}; expected one of {list_datasets()}")
+    loader = _DATASETS.get(key, shown=name)
     if val_source not in VAL_SOURCES:
         raise UserError(f"val_source must be one of {list(VAL_SOURCES)}, got {val_source!r}")
     folder = Path(data_dir).expanduser() if data_dir is not None else None
-    raw = _DATASETS[key](arg or None, data_dir=folder, download=download, **options)
+    raw = loader(arg or None, data_dir=folder, download=download, **options)
     train, val, test = _carve(raw, val_source=val_source, val_size=val_size, seed=seed)
     mean_t, std_t = _stats(raw, mean, std)
     num_classes = len(raw.class_names)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from autorank._registry import Registry
 from autorank.errors import UserError
 from autorank.models._checkpoint import load_checkpoint, load_weights
 
@@ -45,7 +46,7 @@ class ModelSpec:
     input_size: int = 32
 
 
-_MODELS: dict[str, tuple[Builder, ModelSpec]] = {}
+_MODELS: Registry[tuple[Builder, ModelSpec]] = Registry("model", missing=UserError)
 
 
 def register_model(
@@ -65,9 +66,7 @@ def register_model(
     """
 
     def decorator(builder: Builder) -> Builder:
-        if name in _MODELS:
-            raise ValueError(f"model {name!r} is already registered")
-        _MODELS[name] = (builder, ModelSpec(name, family, mean, std, input_size))
+        _MODELS.add(name, (builder, ModelSpec(name, family, mean, std, input_size)))
         return builder
 
     return decorator
@@ -75,13 +74,11 @@ def register_model(
 
 def list_models() -> list[str]:
     """Return the names of all registered models, sorted."""
-    return sorted(_MODELS)
+    return _MODELS.names()
 
 
 def _lookup(name: str) -> tuple[Builder, ModelSpec]:
-    if name not in _MODELS:
-        raise UserError(f"unknown model {name!r}; expected one of {sorted(_MODELS)}")
-    return _MODELS[name]
+    return _MODELS.get(name)
 
 
 def get_model_spec(name: str) -> ModelSpec:

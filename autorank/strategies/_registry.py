@@ -1,16 +1,18 @@
-"""Strategy registry: a dict and a decorator that refuses duplicates (as ``decompose``'s)."""
+"""Strategy registry: a :class:`autorank._registry.Registry` and a decorator."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .._registry import Registry
+
 if TYPE_CHECKING:
     from ._common import Compressed, StrategyContext
 
 Strategy = Callable[["StrategyContext"], "Compressed"]
 
-_STRATEGIES: dict[str, Strategy] = {}
+_STRATEGIES: Registry[Strategy] = Registry("strategy")
 
 
 def register_strategy(name: str) -> Callable[[Strategy], Strategy]:
@@ -21,9 +23,7 @@ def register_strategy(name: str) -> Callable[[Strategy], Strategy]:
     """
 
     def wrap(fn: Strategy) -> Strategy:
-        if name in _STRATEGIES:
-            raise ValueError(f"strategy {name!r} is already registered")
-        _STRATEGIES[name] = fn
+        _STRATEGIES.add(name, fn)
         return fn
 
     return wrap
@@ -35,12 +35,9 @@ def get_strategy(name: str) -> Strategy:
     Raises:
         ValueError: unknown name (the message lists the known ones).
     """
-    try:
-        return _STRATEGIES[name]
-    except KeyError:
-        raise ValueError(f"unknown strategy {name!r}; expected one of {sorted(_STRATEGIES)}") from None
+    return _STRATEGIES.get(name)
 
 
 def list_strategies() -> list[str]:
     """Names of all registered strategies, sorted."""
-    return sorted(_STRATEGIES)
+    return _STRATEGIES.names()
