@@ -184,7 +184,7 @@ def test_search_through_a_two_node_cluster(tmp_path: Path, tiny_checkpoint: Path
     check_run_dir(result.path, budget=4)
 
 
-@pytest.mark.parametrize("sampler", ["gp", "nsga2"])
+@pytest.mark.parametrize("sampler", ["tpe", "gp", "nsga2"])
 def test_every_sampler_runs_a_search(tmp_path: Path, tiny_checkpoint: Path, sampler: str) -> None:
     import dataclasses
 
@@ -194,9 +194,30 @@ def test_every_sampler_runs_a_search(tmp_path: Path, tiny_checkpoint: Path, samp
     from autorank.sweep.space import space_from_dict
 
     cfg = tiny_config(tmp_path / "run", tiny_checkpoint, budget=6)
-    cfg = dataclasses.replace(cfg, space=space_from_dict({"sampler": sampler}, base=cfg.space))
-    expected = {"gp": optuna.samplers.GPSampler, "nsga2": optuna.samplers.NSGAIISampler}[sampler]
+    cfg = dataclasses.replace(cfg, space=space_from_dict({"sampler": sampler, "max_drop": 0.05},
+                                                         base=cfg.space))
+    expected = {"tpe": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSampler,
+                "nsga2": optuna.samplers.NSGAIISampler}[sampler]
     assert isinstance(_sampler(cfg, 0), expected)
     result = search(cfg)  # 2 seeds, 2 startup draws, then 2 draws from the sampler's model
     trials = check_run_dir(result.path, budget=6)
     assert trials["plan"].is_unique
+    # the sampler judged every completed trial against the floor: baseline val - max_drop
+    floor = result.baseline["val_accuracy"] - 0.05
+    study = optuna.load_study(study_name=result.config.study_name, storage=result.config.storage)
+    for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        assert t.constraints == {"accuracy_floor": pytest.approx(floor - t.values[0])}
+
+
+def test_max_drop_null_turns_the_constraint_off(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    import dataclasses
+
+    from autorank.sweep.runner import accuracy_floor
+    from autorank.sweep.space import space_from_dict
+
+    cfg = tiny_config(tmp_path / "run", tiny_checkpoint)
+    off = space_from_dict({"max_drop": None}, base=cfg.space)
+    assert accuracy_floor(off, 0.9) is None
+    assert accuracy_floor(cfg.space, 0.9) == pytest.approx(0.9 - cfg.space.max_drop)
+    with pytest.raises(UserError, match=r"max_drop: must be in \(0, 1\] or null"):
+        dataclasses.replace(cfg.space, max_drop=1.5)

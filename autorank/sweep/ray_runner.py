@@ -73,13 +73,15 @@ def _searcher_class() -> type:
         the study (metrics, plan, failure reason)."""
 
         def __init__(self, *args: Any, metrics: list[str], on_done: Callable[[int], None],
-                     gate: Gate, heartbeat: Heartbeat, search_space: Any, **kwargs: Any) -> None:
+                     gate: Gate, heartbeat: Heartbeat, search_space: Any,
+                     floor: float | None = None, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._objective_metrics = metrics
             self._on_done = on_done
             self._gate = gate
             self._heartbeat = heartbeat
             self._search_space = search_space
+            self._floor = floor
 
         def suggest(self, trial_id: str) -> dict[str, Any] | None:
             """A new trial's parameters; None: not now (the budget is held by trials running
@@ -114,7 +116,7 @@ def _searcher_class() -> type:
             if error or not outcome:
                 outcome = {"failed": 1, "error": outcome.get("error") or
                            "the trial's worker process died or raised outside the trial"}
-            record(self._ot_study, ot_trial, outcome, self._objective_metrics)
+            record(self._ot_study, ot_trial, outcome, self._objective_metrics, self._floor)
             self._heartbeat.discard(ot_trial._trial_id)
             self._completed_trials.add(trial_id)
             self._on_done(ot_trial.number)
@@ -206,7 +208,7 @@ def run_ray(
             space=ctx.space.suggest, metric=metrics, mode=modes, sampler=sampler,
             study_name=study.study_name, storage=study._storage, seed=ctx.seed,
             metrics=metrics, on_done=on_done, gate=Gate(study, budget), heartbeat=heartbeat,
-            search_space=ctx.space)
+            search_space=ctx.space, floor=ctx.accuracy_floor)
         import ray
 
         handle = _ContextHandle(ctx.key, ray.put(ctx))

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..types import plan_from_json
-from .space import build_space, objective_metrics
+from .space import SpaceConfig, build_space, objective_metrics
 from .store import (
     RunDir,
     crash_point,
@@ -164,7 +164,16 @@ def _baseline_metrics(cfg: SearchConfig, run: RunDir, model: nn.Module, data: An
     return info
 
 
+def accuracy_floor(space: SpaceConfig, baseline_val: float | None) -> float | None:
+    """The validation accuracy below which the sampler takes a trial as infeasible."""
+    if space.max_drop is None or baseline_val is None:
+        return None
+    return float(baseline_val) - space.max_drop
+
+
 def _sampler(cfg: SearchConfig, seed: int) -> Any:
+    """The study's sampler. TPE, GP and NSGA-II also read each trial's constraint (the
+    accuracy floor that ``record`` sets), Optuna's constrained optimisation."""
     import optuna
 
     if cfg.space.sampler == "random":
@@ -180,8 +189,7 @@ def _sampler(cfg: SearchConfig, seed: int) -> Any:
     # Multivariate TPE models the strength and the per-layer choices jointly; the constant liar
     # keeps parallel trials (of this driver or another on the study) from sampling the same
     # region while they run.
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True,
-                                      n_startup_trials=startup,
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=startup,
                                       constant_liar=True)
 
 
@@ -275,7 +283,8 @@ def search(cfg: SearchConfig, *, resume: bool = False,
             baseline_params=baseline["params"], baseline_flops=baseline["flops"], data=data,
             space=space, threads=res.cpus_per_trial if cfg.runner == "ray" else os.cpu_count() or 1,
             device="cuda" if res.gpus_per_trial > 0 else _device(cfg),
-            weights_dir=str(run.weights), seed=cfg.seed)
+            weights_dir=str(run.weights), seed=cfg.seed,
+            accuracy_floor=accuracy_floor(cfg.space, baseline.get("val_accuracy")))
         on_done = _notify(study, run, cfg, time.time(), done_before, progress)
         if done_before < cfg.budget:
             _run_trials(cfg, ctx, study, res, run, on_done)
@@ -297,7 +306,7 @@ def _run_local(cfg: SearchConfig, ctx: TrialContext, study: Any,
             if asked is None:
                 return
             trial, params = asked
-            record(study, trial, run_trial(ctx, params), metrics)
+            record(study, trial, run_trial(ctx, params), metrics, ctx.accuracy_floor)
             beat.discard(trial._trial_id)
             on_done(trial.number)
 

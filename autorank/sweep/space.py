@@ -67,6 +67,10 @@ class SpaceConfig:
     musco_w: float = 0.8  # the MUSCO seed's weakening factor (Gusak et al. 2019)
     objectives: tuple[str, ...] = ("accuracy", "params")
     sampler: str = "tpe"
+    # The sampler's region of interest: a trial whose validation accuracy falls more than this
+    # below the baseline's is infeasible to it (Optuna's constraints), so it samples where
+    # users pick models; None: every trial counts alike. The front lists every trial anyway.
+    max_drop: float | None = 0.10
     latency_batch: int = 32
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
 
@@ -98,6 +102,8 @@ def _check_space(cfg: SpaceConfig) -> None:
         raise _fail("sampler", f"unknown sampler {cfg.sampler!r}; expected one of {list(SAMPLERS)}")
     _check_range("strength", cfg.strength, 0.0, 1.0)
     _check_range("scale", cfg.scale, -8.0, 8.0)
+    if cfg.max_drop is not None and not 0.0 < cfg.max_drop <= 1.0:
+        raise _fail("max_drop", f"must be in (0, 1] or null, got {cfg.max_drop}")
     if not 0.0 <= cfg.musco_w <= 1.0:
         raise _fail("musco_w", f"must be in [0, 1], got {cfg.musco_w}")
     if cfg.groups < 0:
@@ -113,11 +119,16 @@ def _check_space(cfg: SpaceConfig) -> None:
 
 _TYPES: dict[str, type] = {"methods": tuple, "exclude": tuple, "exclude_first_conv": bool,
                            "exclude_classifier": bool, "min_params": int, "strength": tuple,
-                           "scale": tuple, "groups": int, "musco_w": float, "objectives": tuple,
-                           "sampler": str, "latency_batch": int, "finetune": dict}
+                           "scale": tuple, "groups": int, "musco_w": float, "max_drop": float,
+                           "objectives": tuple, "sampler": str, "latency_batch": int, "finetune": dict}
+
+
+_NULLABLE = {"max_drop"}
 
 
 def _typed(key: str, value: Any, want: type) -> Any:
+    if value is None and key in _NULLABLE:
+        return None
     if want is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if want is tuple and isinstance(value, list):

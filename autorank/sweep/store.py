@@ -157,10 +157,16 @@ def hide_password(url: str) -> str:
         return url
 
 
-def record(study: Any, trial: Any, outcome: Mapping[str, Any], metrics: Sequence[str]) -> None:
+CONSTRAINT = "accuracy_floor"
+
+
+def record(study: Any, trial: Any, outcome: Mapping[str, Any], metrics: Sequence[str],
+           floor: float | None = None) -> None:
     """Store a trial's outcome in the study: its metrics and plan as user attributes, then tell.
 
-    A failed trial is told FAIL (never NaN values, which Optuna would leave running).
+    A failed trial is told FAIL (never NaN values, which Optuna would leave running). With a
+    ``floor``, a completed trial also gets the constraint ``floor - val_accuracy`` (feasible
+    when <= 0), which Optuna's samplers read: they learn to avoid the region below it.
     """
     import optuna
     from optuna.trial import TrialState
@@ -170,6 +176,8 @@ def record(study: Any, trial: Any, outcome: Mapping[str, Any], metrics: Sequence
             if key in outcome:
                 value = outcome[key]
                 trial.set_user_attr(key, value.item() if isinstance(value, np.generic) else value)
+        if floor is not None and not outcome.get("failed"):
+            trial.set_constraint(CONSTRAINT, floor - float(outcome["val_accuracy"]))
     except optuna.exceptions.UpdateFinishedTrialError:
         # another driver took this one for dead (no heartbeat within the grace period)
         log.warning("trial %d was failed as interrupted meanwhile: its result is dropped",

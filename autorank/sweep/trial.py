@@ -46,6 +46,7 @@ class TrialContext:
     device: str = "cpu"
     weights_dir: str | None = None
     seed: int = 0
+    accuracy_floor: float | None = None  # the sampler's feasibility floor (``record``)
 
 
 # One rebuilt baseline per worker process and run: a reused Ray actor runs many trials.
