@@ -351,12 +351,14 @@ def _test_batch(data: Any, size: int = 16) -> torch.Tensor:
 
 def _longer_finetune(model: nn.Module, teacher: nn.Module, data: Any, cfg: Any, epochs: float,
                      device: str) -> float:
-    """Fine-tune the chosen model for ``epochs`` with distillation from the baseline; seconds."""
+    """Fine-tune the chosen model for ``epochs`` (distilling from the baseline when the run's
+    fine-tune does); seconds."""
     from .engine import finetune
 
     ft = cfg.space.finetune
     _, seconds = timed(lambda: finetune(
-        model, data, epochs=epochs, lr=ft.lr, batch_size=ft.batch_size, teacher=teacher,
+        model, data, epochs=epochs, lr=ft.lr, batch_size=ft.batch_size,
+        teacher=teacher if ft.distill else None,
         kd_alpha=ft.kd_alpha, kd_temperature=ft.kd_temperature, device=device, seed=cfg.seed))
     return float(seconds)
 
@@ -397,7 +399,7 @@ def _retrain(strategy: str, plan: Plan, baseline: nn.Module, data: Any, cfg: Any
         finetune=FinetuneConfig(epochs=epochs, lr=ft.lr, batch_size=ft.batch_size,
                                 kd_alpha=ft.kd_alpha, kd_temperature=ft.kd_temperature,
                                 seed=cfg.seed),
-        distill=ft.kd_alpha > 0, bn_batches=ft.bn_batches, device=device,
+        distill=ft.distill, bn_batches=ft.bn_batches, device=device,
         admm=AdmmOptions(steps=admm_steps, plan=plan))
     ctx = StrategyContext(baseline.eval(), data, config, (1, *data.input_shape))
     out, seconds = timed(lambda: train_plan(strategy, ctx, plan))
