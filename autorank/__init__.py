@@ -45,11 +45,13 @@ def load_run(path: str | os.PathLike[str]) -> SearchResult:
 
 
 def export(run_dir: str | os.PathLike[str], trial: int, out: str | os.PathLike[str], *,
-           finetune_epochs: float = 0, onnx: bool = False) -> Exported:
+           finetune_epochs: float = 0, onnx: bool = False, strategy: str | None = None,
+           admm_steps: int = 200) -> Exported:
     """Export one trial of a run to a model directory (see :func:`autorank.exporter.export`)."""
     from .exporter import export as run
 
-    return run(run_dir, trial, out, finetune_epochs=finetune_epochs, onnx=onnx)
+    return run(run_dir, trial, out, finetune_epochs=finetune_epochs, onnx=onnx,
+               strategy=strategy, admm_steps=admm_steps)
 
 
 def load_exported(path: str | os.PathLike[str]) -> nn.Module:
