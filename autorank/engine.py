@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +182,45 @@ def distillation_loss(
     return alpha * t * t * soft + (1.0 - alpha) * F.cross_entropy(student, target)
 
 
+class TeacherCache:
+    """A frozen teacher whose logits are kept per training step, for fine-tunes that repeat.
+
+    Every trial of a search fine-tunes on the same seeded stream of batches (same data, seed,
+    batch size and augmentation), so the dense teacher's logits at step k are the same in every
+    trial: one process computes them once and later fine-tunes skip the teacher's forward pass.
+    A stream is told apart by its data bundle, seed, batch size, augmentation and device, and
+    each step's labels are checked, so a different stream is never served stale logits. The
+    teacher must not change while the cache is in use.
+    """
+
+    def __init__(self, teacher: nn.Module) -> None:
+        self.teacher = teacher
+        self._stream: tuple[Any, ...] | None = None
+        self._data: weakref.ref[DataBundle] | None = None
+        self._steps: list[tuple[torch.Tensor, torch.Tensor]] = []  # (labels, logits)
+        self.hits = 0  # steps served from the cache (for tests and benches)
+
+    def start(self, data: DataBundle, cfg: FinetuneConfig, dev: torch.device) -> None:
+        """Begin a fine-tune on ``data`` with ``cfg``: keep the cache if it is the same stream."""
+        stream = (cfg.seed, cfg.batch_size, cfg.augment, str(dev))
+        if self._data is None or self._data() is not data or stream != self._stream:
+            self._data, self._stream, self._steps = weakref.ref(data), stream, []
+        self.teacher.eval().to(dev)
+
+    def logits(self, step: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits for batch ``x`` (labels ``y``) at ``step`` of the stream."""
+        if step < len(self._steps) and torch.equal(self._steps[step][0], y):
+            self.hits += 1
+            return self._steps[step][1]
+        with torch.no_grad():
+            out = self.teacher(x)
+        if step == len(self._steps):
+            self._steps.append((y.detach().clone(), out.detach()))
+        elif step < len(self._steps):  # labels differ: the stream is not the one cached
+            self._steps = self._steps[:step] + [(y.detach().clone(), out.detach())]
+        return out
+
+
 def _endless(
     data: DataBundle, cfg: FinetuneConfig, gen: torch.Generator, dev: torch.device
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -201,7 +241,7 @@ def finetune(
     data: DataBundle,
     config: FinetuneConfig | None = None,
     *,
-    teacher: nn.Module | None = None,
+    teacher: nn.Module | TeacherCache | None = None,
     device: str | torch.device = "cpu",
     progress: bool = False,
     hook: TrainHook | None = None,
@@ -218,7 +258,8 @@ def finetune(
         data: training images come from ``data.train``.
         config: options; any :class:`FinetuneConfig` field can also be passed by keyword
             (``finetune(model, data, steps=100, lr=0.01)``).
-        teacher: a frozen model whose logits the student matches.
+        teacher: a frozen model whose logits the student matches, or a :class:`TeacherCache`
+            of one (its logits computed once for a stream of batches that repeats).
         device: where to train.
         progress: show a tqdm bar.
         hook: its ``after_step`` runs after every optimizer step.
@@ -236,28 +277,29 @@ def finetune(
     if len(data) == 0:
         raise UserError("cannot fine-tune: the training split has no images")
     total = _total_steps(cfg, data)
+    if isinstance(teacher, nn.Module):
+        teacher = TeacherCache(teacher)  # a fresh cache: nothing is reused beyond this call
     if teacher is not None:
-        teacher.eval().to(dev)
+        teacher.start(data, cfg, dev)
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(cfg.seed)  # dropout and other in-model randomness
         return _train_loop(model, data, cfg, total, teacher, dev, progress, hook)
 
 
 def _loss(
-    model: nn.Module, teacher: nn.Module | None, x: torch.Tensor, y: torch.Tensor,
+    model: nn.Module, teacher: TeacherCache | None, step: int, x: torch.Tensor, y: torch.Tensor,
     cfg: FinetuneConfig,
 ) -> torch.Tensor:
     out = model(x)
     if teacher is None:
         return F.cross_entropy(out, y)
-    with torch.no_grad():
-        target = teacher(x)
+    target = teacher.logits(step, x, y)
     return distillation_loss(out, target, y, alpha=cfg.kd_alpha, t=cfg.kd_temperature)
 
 
 def _train_loop(
     model: nn.Module, data: DataBundle, cfg: FinetuneConfig, total: int,
-    teacher: nn.Module | None, dev: torch.device, progress: bool, hook: TrainHook | None = None,
+    teacher: TeacherCache | None, dev: torch.device, progress: bool, hook: TrainHook | None = None,
 ) -> FinetuneResult:
     model.to(dev).train()
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
@@ -270,7 +312,7 @@ def _train_loop(
     images, start = 0, time.perf_counter()
     for step in range(total):
         x, y = next(batches)
-        loss = _loss(model, teacher, x, y, cfg)
+        loss = _loss(model, teacher, step, x, y, cfg)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise NonFiniteLossError(f"loss is {value} at step {step + 1}/{total}; lower the lr "

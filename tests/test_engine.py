@@ -15,6 +15,7 @@ from autorank.data import DataBundle
 from autorank.engine import (
     FinetuneConfig,
     NonFiniteLossError,
+    TeacherCache,
     configure_threads,
     distillation_loss,
     evaluate,
@@ -129,6 +130,34 @@ def test_distillation_finetune_runs(
     assert 0.0 < result.final_loss < 10.0
     assert evaluate(student, digits) > teacher_accuracy - 0.1
     assert not teacher.training
+
+
+def test_teacher_cache_gives_the_same_weights_without_the_teacher(
+    synthetic: DataBundle,
+) -> None:
+    teacher = _tiny(seed=3, num_classes=4)
+    calls = []
+    teacher.register_forward_hook(lambda *_: calls.append(1))
+    recipe = {"steps": 5, "batch_size": 32, "lr": 0.05, "seed": 4}
+
+    def student_after(given: nn.Module | TeacherCache, **kw: object) -> dict[str, torch.Tensor]:
+        model = _tiny(seed=5, num_classes=4)
+        finetune(model, synthetic, teacher=given, **{**recipe, **kw})
+        return model.state_dict()
+
+    plain = student_after(teacher)
+    assert len(calls) == 5
+    cache = TeacherCache(teacher)
+    first, again = student_after(cache), student_after(cache)
+    assert len(calls) == 10 and cache.hits == 5  # the second fine-tune never ran the teacher
+    for weights in (first, again):
+        assert all(torch.equal(plain[k], weights[k]) for k in plain)
+    # another stream (seed, batch size, augmentation or data) is computed afresh, not served
+    other = student_after(cache, seed=7)
+    assert len(calls) == 15 and cache.hits == 5
+    assert all(torch.equal(other[k], student_after(teacher, seed=7)[k]) for k in other)
+    student_after(cache, seed=7, augment=False)
+    assert cache.hits == 5
 
 
 def test_recalibrate_bn_repairs_corrupted_stats(

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..data import DataBundle
 from ..decompose import apply_plan
-from ..engine import NonFiniteLossError, evaluate, finetune, recalibrate_bn
+from ..engine import NonFiniteLossError, TeacherCache, evaluate, finetune, recalibrate_bn
 from ..metrics import count_flops, count_params, measure_latency, num_threads
 from ..models import get_model
 from ..types import Plan, plan_to_json
@@ -49,20 +49,23 @@ class TrialContext:
     accuracy_floor: float | None = None  # the sampler's feasibility floor (``record``)
 
 
-# One rebuilt baseline per worker process and run: a reused Ray actor runs many trials.
-_BASELINES: dict[str, nn.Module] = {}
+# One rebuilt baseline per worker process and run: a reused Ray actor runs many trials. Its
+# teacher cache holds the baseline's logits for the fine-tune's batches, which are the same in
+# every trial of a run (one seed), so only a process's first trial runs the teacher.
+_BASELINES: dict[str, TeacherCache] = {}
 
 
-def baseline_model(ctx: TrialContext) -> nn.Module:
-    """The dense baseline of ``ctx``, built once per process."""
+def _teacher(ctx: TrialContext) -> TeacherCache:
+    """The dense baseline of ``ctx`` as a teacher, built once per process."""
     if ctx.key not in _BASELINES:
         _BASELINES.clear()
-        _BASELINES[ctx.key] = get_model(ctx.model_name, num_classes=ctx.num_classes,
-                                        checkpoint=ctx.baseline_state, input_size=ctx.input_size)
+        _BASELINES[ctx.key] = TeacherCache(get_model(
+            ctx.model_name, num_classes=ctx.num_classes, checkpoint=ctx.baseline_state,
+            input_size=ctx.input_size))
     return _BASELINES[ctx.key]
 
 
-def _train_and_measure(ctx: TrialContext, model: nn.Module, teacher: nn.Module) -> dict[str, Any]:
+def _train_and_measure(ctx: TrialContext, model: nn.Module, teacher: TeacherCache) -> dict[str, Any]:
     cfg = ctx.space.config.finetune
     shape = (1, *ctx.data.input_shape)
     times: dict[str, float] = {}
@@ -152,9 +155,9 @@ def run_trial(ctx: TrialContext, params: Mapping[str, Any], *, plan: Plan | None
             ctx = _apply_fault(injected_fault(params.get("trial_number")), ctx)
             plan = ctx.space.plan(params) if plan is None else plan
             out["plan"] = plan_to_json(plan)
-            baseline = baseline_model(ctx)
-            model = apply_plan(baseline, plan).to(ctx.device)
-            out.update(_train_and_measure(ctx, model, baseline))
+            teacher = _teacher(ctx)
+            model = apply_plan(teacher.teacher, plan).to(ctx.device)
+            out.update(_train_and_measure(ctx, model, teacher))
             if not math.isfinite(out["val_accuracy"]):
                 raise NonFiniteLossError("validation accuracy is not finite")
             if ctx.weights_dir is not None and "trial_number" in params:
