@@ -3,17 +3,23 @@
 Arms, all with the same per-trial fine-tune (steps, lr, distillation, BN recalibration) and in
 one run:
 
-- ``search``: autorank's space with multivariate TPE (``cifar_resnet`` preset: a method and a
-  rank offset per group of 6 convs; ``--groups 0`` searches them per layer), Ray Tune,
-  ``--parallel 2``;
-- ``gp``: the same space with Optuna's Gaussian-process sampler (log EHVI), ``--parallel 2``;
-- ``tpe-c``: ``search`` with the sampler told the region of interest (``max_drop`` 0.10, the
-  preset's default: a trial more than 10 pp below the baseline's validation accuracy is
-  infeasible to it); ``search`` and ``gp`` run with ``max_drop: null``;
-- ``random``: the same space and seeds with Optuna's RandomSampler, Ray Tune, ``--parallel 1``
-  (so the two arms also give trials/hour at parallel 1 vs 2);
+- ``gp``: autorank's space (``cifar_resnet`` preset: a method and a rank offset per group of 6
+  convs; ``--groups 0`` searches them per layer) with Optuna's Gaussian-process sampler (log
+  expected hypervolume improvement), Ray Tune, ``--parallel 2``;
+- ``tpe``: the same with multivariate TPE (constant liar);
+- ``gp-c``, ``tpe-c``: the same, the sampler told the region of interest (``max_drop`` 0.10: a
+  trial more than 10 pp below the baseline's validation accuracy is infeasible to it; the
+  arms without ``-c`` run with ``max_drop: null``);
+- ``random``: the same space and seeds with Optuna's RandomSampler, Ray Tune,
+  ``--random-parallel`` (1 also gives trials/hour at parallel 1 vs 2);
 - ``vbmf``: the one-shot Kim et al. recipe (Tucker-2 at EVBMF ranks), trial 0 of each search;
-- ``uniform-*``: Tucker-2 keeping the same fraction of every layer's channels.
+- ``uniform-*``: Tucker-2 keeping the same fraction of every layer's channels;
+- ``prune-l1-*``: plain structured pruning, the baseline a factorization must beat at equal
+  FLOPs: L1-norm filter pruning of the first conv of every residual block (Li et al., ICLR
+  2017, "Pruning Filters for Efficient ConvNets"; their ResNet recipe leaves the convs that
+  feed the residual sum alone, which the option-A shortcuts of these ResNets need too) at a
+  uniform ratio, by torch-pruning's dependency graph (``pip install -e '.[bench]'``), then
+  the same fine-tune.
 
 Validation = a seeded part of the CIFAR-10 test split (the checkpoint saw all 50k training
 images), test = the rest; test accuracy only for the front. Hypervolume in the plane
@@ -27,8 +33,10 @@ images), test = the rest; test accuracy only for the front. Hypervolume in the p
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
+import logging
 import os
 import sys
 import time
@@ -36,12 +44,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from autorank.config import make_config
 from autorank.sweep import hypervolume_2d, search
 from autorank.sweep.space import space_from_dict
 
 RESULTS = Path(__file__).parent / "results"
+# arm -> (sampler, max_drop); every arm gets the same space, seeds, budget and fine-tune
+SEARCH_ARMS = {"gp": ("gp", None), "gp-c": ("gp", 0.10), "tpe": ("tpe", None),
+               "tpe-c": ("tpe", 0.10), "random": ("random", 0.10)}
+log = logging.getLogger("search_quality")
 
 
 def arm_config(args: argparse.Namespace, out: Path, sampler: str, parallel: int,  # noqa: ANN201
@@ -58,25 +71,36 @@ def arm_config(args: argparse.Namespace, out: Path, sampler: str, parallel: int,
     return dataclasses.replace(cfg, space=space_from_dict(overrides, base=cfg.space))
 
 
+def hypervolumes(done: pd.DataFrame, baseline: dict) -> dict[str, float]:
+    """Hypervolume of the completed trials in the (params, 1 - acc) and (FLOPs, 1 - acc) planes."""
+    reference = (1.0, 1 - (baseline["val_accuracy"] - 0.10))
+    return {f"hypervolume{suffix}": hypervolume_2d(np.stack(
+        [done[cost] / baseline[cost], 1 - done["val_accuracy"]], axis=1), reference)
+        for cost, suffix in (("params", ""), ("flops", "_flops"))}
+
+
 def summarise(name: str, trials: pd.DataFrame, front: pd.DataFrame, baseline: dict,
               wall_s: float, parallel: int) -> dict:
     base_acc = baseline["val_accuracy"]
     done = trials[trials["state"] == "complete"]
-    points = np.stack([done["params"] / baseline["params"], 1 - done["val_accuracy"]], axis=1)
-    hv = hypervolume_2d(points, (1.0, 1 - (base_acc - 0.10)))
     ok = front[front["val_accuracy"] >= base_acc - 0.01]
     best = ok.sort_values("params").iloc[0] if len(ok) else None
+    # the FLOPs front is another set of trials: the best FLOPs ratio within 1 pp of all of them
+    close = done[done["val_accuracy"] >= base_acc - 0.01]
+    best_flops = close.sort_values("flops").iloc[0] if len(close) else None
     inner = (done["finetune_s"] + done["evaluate_s"]).sum()
     started = pd.to_datetime(trials["started"]).min()
     completed = pd.to_datetime(trials["completed"]).max()
     trial_phase_s = (completed - started).total_seconds()
     return {
         "arm": name, "trials": len(trials), "failed": int((trials["state"] == "failed").sum()),
-        "hypervolume": hv,
+        **hypervolumes(done, baseline),
         "best_params_ratio_1pp": float(best["params_ratio"]) if best is not None else None,
         "its_flops_ratio": float(best["flops_ratio"]) if best is not None else None,
         "its_val": float(best["val_accuracy"]) if best is not None else None,
         "its_test": float(best["test_accuracy"]) if best is not None else None,
+        "best_flops_ratio_1pp": float(best_flops["flops_ratio"]) if best_flops is not None else None,
+        "its_val_flops": float(best_flops["val_accuracy"]) if best_flops is not None else None,
         "wall_s": wall_s, "trial_phase_s": trial_phase_s, "parallel": parallel,
         "trials_per_hour": 3600 * len(trials) / trial_phase_s,
         # the share of the trial slots' time (first trial start to last trial end, times the
@@ -118,14 +142,33 @@ def one_shot_rows(trials: pd.DataFrame, baseline: dict) -> list[dict]:
             for label, r in ((f"seed trial 0 (w={r0:.2f})", seed), (f"seed trial 1 (w={r1:.2f})", musco))]
 
 
-def uniform_rows(args: argparse.Namespace) -> list[dict]:
-    """Tucker-2 at a uniform fraction of channels on the searched layers, same fine-tune."""
-    from autorank import LayerChoice, inventory
+def l1_pruned(model: torch.nn.Module, ratio: float) -> torch.nn.Module:
+    """A copy of a CIFAR ResNet with ``ratio`` of every block's first-conv filters removed,
+    those of least L1 norm (Li et al. 2017), through torch-pruning's dependency graph (the
+    block's BatchNorm and second conv shrink with it)."""
+    import torch_pruning as tp
+
+    model = copy.deepcopy(model)
+    # what feeds the residual sums (stem, every block's second conv) and the classifier stay
+    kept = [m for n, m in model.named_modules()
+            if n.endswith("conv2") or n == "conv1" or isinstance(m, torch.nn.Linear)]
+    tp.pruner.MagnitudePruner(model, torch.randn(1, 3, 32, 32),
+                              importance=tp.importance.MagnitudeImportance(p=1),
+                              pruning_ratio=ratio, ignored_layers=kept).step()
+    return model
+
+
+PRUNE_RATIOS = (0.3, 0.5, 0.7, 0.8)
+
+
+def fixed_rows(args: argparse.Namespace) -> list[dict]:
+    """The published recipes, uniform Tucker-2 and L1 filter pruning, same fine-tune."""
+    from autorank import LayerChoice, apply_plan, inventory
     from autorank.data import get_data
     from autorank.metrics import count_flops, count_params
     from autorank.models import get_model, get_model_spec
     from autorank.sweep.space import build_space
-    from autorank.sweep.trial import TrialContext, run_trial
+    from autorank.sweep.trial import TrialContext, run_trial, train_and_measure
 
     cfg = arm_config(args, Path(args.work) / "uniform", "tpe", 1)
     spec = get_model_spec("resnet20")
@@ -137,22 +180,27 @@ def uniform_rows(args: argparse.Namespace) -> list[dict]:
                        baseline_state=model.state_dict(), baseline_params=count_params(model),
                        baseline_flops=count_flops(model, (1, 3, 32, 32)), data=data,
                        space=space, threads=2, seed=args.seed)
-    rows = []
+    models: dict[str, torch.nn.Module] = {}
     for label, w in (("vbmf one-shot tucker2 (w=1, Kim et al.)", 1.0), ("musco tucker2 (w=0.8)", 0.8)):
-        out = run_trial(ctx, {}, plan=space.plan(space.seed_params(w)))
-        rows.append({"arm": label, "params_ratio": out.get("params_ratio"),
-                     "flops_ratio": out.get("flops_ratio"), "val": out.get("val_accuracy"),
-                     "error": out.get("error", "")})
+        models[label] = apply_plan(model, space.plan(space.seed_params(w)))
     for fraction in (0.25, 0.375, 0.5, 0.75):
         plan = {}
         for layer in space.layers:
             t, s = model.get_submodule(layer.name).weight.shape[:2]
             plan[layer.name] = LayerChoice("tucker2", (max(1, round(fraction * s)),
                                                        max(1, round(fraction * t))))
-        out = run_trial(ctx, {}, plan=plan)
-        rows.append({"arm": f"uniform tucker2 {fraction:.3g} of channels",
-                     "params_ratio": out.get("params_ratio"), "flops_ratio": out.get("flops_ratio"),
-                     "val": out.get("val_accuracy"), "error": out.get("error", "")})
+        models[f"uniform tucker2 {fraction:.3g} of channels"] = apply_plan(model, plan)
+    if "prune" in args.arms.split(","):
+        for ratio in PRUNE_RATIOS:
+            models[f"prune-l1 {ratio:.2g} of block filters (Li et al. 2017)"] = l1_pruned(model, ratio)
+    rows = []
+    run_trial(ctx, {}, plan={})  # the teacher's logits, so that no row pays for them
+    for label, compressed in models.items():
+        out = train_and_measure(ctx, compressed)
+        rows.append({"arm": label, "params_ratio": out["params_ratio"],
+                     "flops_ratio": out["flops_ratio"], "val": out["val_accuracy"],
+                     "latency_ms": out["latency_ms"], "latency_batch_ms": out["latency_batch_ms"]})
+        log.info("%s: %s", label, rows[-1])
     return rows
 
 
@@ -163,7 +211,8 @@ def main() -> int:
     parser.add_argument("--val-size", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="/tmp/autorank-search-quality")
-    parser.add_argument("--arms", default="search,gp,tpe-c,random,uniform")
+    parser.add_argument("--arms", default="gp,gp-c,tpe-c,random,uniform,prune",
+                        help=f"some of {sorted(SEARCH_ARMS)}, uniform, prune")
     parser.add_argument("--groups", type=int, default=None,
                         help="override the preset's groups (0: a method and offset per layer)")
     parser.add_argument("--out", default="search_quality.json", help="file name in bench/results/")
@@ -176,18 +225,16 @@ def main() -> int:
     arms = args.arms.split(",")
     rows, extra = [], []
     baseline = None
-    off = {"max_drop": None}
-    for name, sampler, parallel, overrides in (
-            ("search", "tpe", 2, off), ("gp", "gp", 2, off), ("tpe-c", "tpe", 2, {}),
-            ("random", "random", args.random_parallel, {})):
+    for name, (sampler, max_drop) in SEARCH_ARMS.items():
         if name in arms:
-            row, trials = run_arm(args, name, sampler, parallel, overrides)
+            parallel = args.random_parallel if sampler == "random" else 2
+            row, trials = run_arm(args, name, sampler, parallel, {"max_drop": max_drop})
             rows.append(row)
             baseline = json.loads((Path(args.work) / name / "baseline.json").read_text())
-            if name == "search":
+            if len(rows) == 1:
                 extra += one_shot_rows(trials, baseline)  # the seeds as the search ran them
     if "uniform" in arms:
-        extra += uniform_rows(args)
+        extra += fixed_rows(args)
     report = {"settings": vars(args), "baseline": baseline, "arms": rows, "fixed_plans": extra}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / args.out).write_text(json.dumps(report, indent=2, default=float))

@@ -65,7 +65,15 @@ def _teacher(ctx: TrialContext) -> TeacherCache:
     return _BASELINES[ctx.key]
 
 
-def _train_and_measure(ctx: TrialContext, model: nn.Module, teacher: TeacherCache) -> dict[str, Any]:
+def train_and_measure(ctx: TrialContext, model: nn.Module) -> dict[str, Any]:
+    """A trial's recipe on any compressed ``model``: BatchNorm recalibration, the fine-tune
+    with distillation from the baseline, validation accuracy, params, FLOPs, latency.
+
+    ``run_trial`` calls it on the plan's model; benches call it on models compressed another
+    way (pruning, say), so that both are measured by exactly the same recipe.
+    """
+    teacher = _teacher(ctx)
+    model = model.to(ctx.device)
     cfg = ctx.space.config.finetune
     shape = (1, *ctx.data.input_shape)
     times: dict[str, float] = {}
@@ -155,9 +163,8 @@ def run_trial(ctx: TrialContext, params: Mapping[str, Any], *, plan: Plan | None
             ctx = _apply_fault(injected_fault(params.get("trial_number")), ctx)
             plan = ctx.space.plan(params) if plan is None else plan
             out["plan"] = plan_to_json(plan)
-            teacher = _teacher(ctx)
-            model = apply_plan(teacher.teacher, plan).to(ctx.device)
-            out.update(_train_and_measure(ctx, model, teacher))
+            model = apply_plan(_teacher(ctx).teacher, plan)
+            out.update(train_and_measure(ctx, model))
             if not math.isfinite(out["val_accuracy"]):
                 raise NonFiniteLossError("validation accuracy is not finite")
             if ctx.weights_dir is not None and "trial_number" in params:
