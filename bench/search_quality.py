@@ -47,7 +47,7 @@ import pandas as pd
 import torch
 
 from autorank.config import make_config
-from autorank.sweep import hypervolume_2d, search
+from autorank.sweep import hypervolume_2d, pareto_front, search
 from autorank.sweep.space import space_from_dict
 
 RESULTS = Path(__file__).parent / "results"
@@ -109,7 +109,16 @@ def summarise(name: str, trials: pd.DataFrame, front: pd.DataFrame, baseline: di
         "overhead_pct": 100 * (1 - inner / (trial_phase_s * parallel)),
         "in_trial_overhead_s": float((done["duration_s"] - done["finetune_s"]
                                       - done["evaluate_s"]).mean()),
+        "front": front_points(front),
+        "flops_front": front_points(pareto_front(done, ["val_accuracy", "flops"], ["max", "min"])),
     }
+
+
+def front_points(front: pd.DataFrame) -> list[dict]:
+    cols = [c for c in ("number", "params_ratio", "flops_ratio", "val_accuracy", "test_accuracy")
+            if c in front]
+    return [{c: float(v) for c, v in zip(cols, row, strict=True)}
+            for row in front[cols].itertuples(index=False)]
 
 
 def run_arm(args: argparse.Namespace, name: str, sampler: str, parallel: int,
