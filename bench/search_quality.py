@@ -12,6 +12,7 @@ one run:
   arms without ``-c`` run with ``max_drop: null``);
 - ``random``: the same space and seeds with Optuna's RandomSampler, Ray Tune,
   ``--random-parallel`` (1 also gives trials/hour at parallel 1 vs 2);
+- ``random-p1``: ``random`` at ``--parallel 1`` (2 threads), for trials/hour at 1 vs 2;
 - ``gp-flops``: ``gp`` minimising FLOPs instead of params (``--objectives accuracy,flops``):
   the arm to hold against pruning at equal FLOPs;
 - ``vbmf``: the one-shot Kim et al. recipe (Tucker-2 at EVBMF ranks), trial 0 of each search;
@@ -62,6 +63,8 @@ SEARCH_ARMS: dict[str, dict] = {
     "random": {"sampler": "random", "max_drop": 0.10},
     # the search told to minimise FLOPs instead of params (--objectives accuracy,flops)
     "gp-flops": {"sampler": "gp", "max_drop": None, "objectives": ["accuracy", "flops"]},
+    # random sampling one trial at a time with both threads: trials/hour at parallel 1 vs 2
+    "random-p1": {"sampler": "random", "max_drop": 0.10},
 }
 log = logging.getLogger("search_quality")
 
@@ -248,7 +251,8 @@ def main() -> int:
     baseline = None
     for name, overrides in SEARCH_ARMS.items():
         if name in arms:
-            parallel = args.random_parallel if overrides["sampler"] == "random" else 2
+            parallel = 1 if name == "random-p1" else (
+                args.random_parallel if overrides["sampler"] == "random" else 2)
             row, trials = run_arm(args, name, parallel, overrides)
             rows.append(row)
             baseline = json.loads((Path(args.work) / name / "baseline.json").read_text())
