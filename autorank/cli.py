@@ -223,7 +223,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 @command("train", _train_args)
 def _train(args: argparse.Namespace) -> int:
     """Train a baseline (SGD momentum, cosine LR, crop+flip) and save its checkpoint."""
-    from .engine import train_baseline
+    from .baseline import train_baseline
 
     if args.epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {args.epochs}")

@@ -1,34 +1,25 @@
-"""Training loops: evaluate, fine-tune (optionally distilling from a teacher), BN recalibration,
-baseline training with an on-disk cache.
+"""Training loops: evaluate, fine-tune (optionally distilling from a teacher), BN recalibration.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import math
-import os
 import time
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autorank.data import DataBundle, get_data
+from autorank.data import DataBundle
 from autorank.errors import UserError
-from autorank.models import get_model, get_model_spec
 
 log = logging.getLogger(__name__)
-
-CACHE_ENV = "AUTORANK_CACHE_DIR"
-
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite (learning rate too high, or a broken model)."""
@@ -400,80 +391,3 @@ def recalibrate_bn(
             bn.momentum = momentum
         model.train(was_training)
     return len(bns)
-
-
-def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser() / "baselines"
-    return Path.home() / ".cache" / "autorank" / "baselines"
-
-
-def baseline_path(
-    model_name: str, dataset: str, *, epochs: int, seed: int, lr: float, batch_size: int,
-    cache_dir: str | os.PathLike[str] | None = None,
-) -> Path:
-    """Where :func:`train_baseline` caches a baseline: a readable name plus a hash of the key."""
-    key = json.dumps([model_name, dataset, epochs, seed, lr, batch_size])
-    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset)[-40:]
-    return _cache_dir(cache_dir) / f"{model_name}-{slug}-e{epochs}-s{seed}-{digest}.pt"
-
-
-def train_baseline(
-    model_name: str,
-    dataset: str,
-    *,
-    epochs: int,
-    out: str | os.PathLike[str] | None = None,
-    seed: int = 0,
-    data_dir: str | os.PathLike[str] | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-    lr: float = 0.1,
-    batch_size: int = 128,
-    progress: bool = True,
-    device: str | torch.device = "cpu",
-) -> Path:
-    """Train a registered model from scratch and save ``{"state_dict", "meta"}``.
-
-    The recipe of He et al. 2016 for CIFAR: SGD momentum 0.9, weight decay 5e-4, cosine LR
-    from ``lr``, random crop + flip. Training uses the train split minus the seeded 10 %
-    validation split, so that split stays clean for judging compressed models. With
-    ``out=None`` the file is cached under ``cache_dir`` (default ``$AUTORANK_CACHE_DIR/
-    baselines`` or ``~/.cache/autorank/baselines``), keyed by (model, data set, epochs,
-    seed, lr, batch size), and an existing file is returned without training.
-
-    Returns:
-        The checkpoint path; it loads with ``torch.load(..., weights_only=True)``.
-
-    Raises:
-        UserError: unknown model or data set, ``epochs < 1``.
-    """
-    if epochs < 1:
-        raise UserError(f"epochs must be >= 1, got {epochs}")
-    path = Path(out) if out is not None else baseline_path(
-        model_name, dataset, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
-        cache_dir=cache_dir)
-    if out is None and path.is_file():
-        log.info("baseline %s found in the cache: %s", model_name, path)
-        return path
-    spec = get_model_spec(model_name)
-    data = get_data(dataset, data_dir=data_dir, seed=seed, mean=spec.mean, std=spec.std)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # weight initialisation
-        model = get_model(model_name, num_classes=data.num_classes)
-    finetune(model, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-             device=device, progress=progress)
-    meta = {"model": model_name, "dataset": dataset, "epochs": epochs, "seed": seed,
-            "lr": lr, "batch_size": batch_size, "num_classes": data.num_classes,
-            "val_accuracy": evaluate(model, data, "val", device=device) if len(data.val) else -1.0,
-            "test_accuracy": evaluate(model, data, "test", device=device)}
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"state_dict": state, "meta": meta}, tmp)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written cached baseline
-    log.info("baseline %s: test accuracy %.4f, saved to %s",
-             model_name, meta["test_accuracy"], path)
-    return path

@@ -28,9 +28,10 @@ from typing import Any
 
 import torch
 
+from autorank.baseline import train_baseline
 from autorank.data import get_data
 from autorank.decompose import apply_plan
-from autorank.engine import FinetuneConfig, train_baseline
+from autorank.engine import FinetuneConfig
 from autorank.models import get_model, get_model_spec
 from autorank.strategies import (
     AdmmOptions,

@@ -47,7 +47,7 @@ def weights_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny_cnn baseline trained briefly on digits (train split minus val), for searches."""
-    from autorank.engine import train_baseline
+    from autorank.baseline import train_baseline
 
     out = tmp_path_factory.mktemp("baseline") / "tiny.pt"
     return train_baseline("tiny_cnn", "digits", epochs=10, out=out, seed=0, progress=False)

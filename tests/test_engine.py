@@ -1,16 +1,14 @@
-"""Engine: evaluate, fine-tune (plain, distilled, deterministic), BN recalibration, baselines."""
+"""Engine: evaluate, fine-tune (plain, distilled, deterministic), BN recalibration."""
 
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import autorank.engine as engine
 from autorank.data import DataBundle
 from autorank.engine import (
     FinetuneConfig,
@@ -22,10 +20,9 @@ from autorank.engine import (
     finetune,
     recalibrate_bn,
     resolve_device,
-    train_baseline,
 )
 from autorank.errors import UserError
-from autorank.models import get_model, load_checkpoint
+from autorank.models import get_model
 
 # Measured: 100 steps of 64 at lr 0.2 take tiny_cnn on digits from 10 % to 85-90 % test accuracy.
 DIGITS_RECIPE = {"steps": 100, "lr": 0.2, "batch_size": 64, "augment": False}
@@ -179,26 +176,6 @@ def test_recalibrate_bn_repairs_corrupted_stats(
 
 def test_recalibrate_bn_without_bn(digits: DataBundle) -> None:
     assert recalibrate_bn(nn.Sequential(nn.Flatten(), nn.Linear(3072, 10)), digits) == 0
-
-
-def test_train_baseline_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = train_baseline("tiny_cnn", "synthetic", epochs=1, cache_dir=tmp_path, progress=False)
-    mtime = path.stat().st_mtime_ns
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    assert ckpt["meta"]["model"] == "tiny_cnn" and ckpt["meta"]["epochs"] == 1
-    assert 0.0 <= ckpt["meta"]["test_accuracy"] <= 1.0
-    model = get_model("tiny_cnn", num_classes=4, checkpoint=path)
-    assert torch.equal(model.fc.weight, load_checkpoint(path)["fc.weight"])
-
-    def no_training(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a cached baseline must not be trained again")
-
-    monkeypatch.setattr(engine, "finetune", no_training)
-    again = train_baseline("tiny_cnn", "synthetic", epochs=1, cache_dir=tmp_path, progress=False)
-    assert again == path and again.stat().st_mtime_ns == mtime
-    monkeypatch.setenv("AUTORANK_CACHE_DIR", str(tmp_path / "env"))
-    with pytest.raises(AssertionError, match="must not be trained"):
-        train_baseline("tiny_cnn", "synthetic", epochs=1, progress=False)
 
 
 def test_threads_and_devices() -> None:

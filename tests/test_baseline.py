@@ -1,0 +1,32 @@
+"""Baselines: training one from scratch, and its on-disk cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import autorank.baseline as baseline
+from autorank.baseline import train_baseline
+from autorank.models import get_model, load_checkpoint
+
+
+def test_train_baseline_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = train_baseline("tiny_cnn", "synthetic", epochs=1, cache_dir=tmp_path, progress=False)
+    mtime = path.stat().st_mtime_ns
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    assert ckpt["meta"]["model"] == "tiny_cnn" and ckpt["meta"]["epochs"] == 1
+    assert 0.0 <= ckpt["meta"]["test_accuracy"] <= 1.0
+    model = get_model("tiny_cnn", num_classes=4, checkpoint=path)
+    assert torch.equal(model.fc.weight, load_checkpoint(path)["fc.weight"])
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cached baseline must not be trained again")
+
+    monkeypatch.setattr(baseline, "finetune", no_training)
+    again = train_baseline("tiny_cnn", "synthetic", epochs=1, cache_dir=tmp_path, progress=False)
+    assert again == path and again.stat().st_mtime_ns == mtime
+    monkeypatch.setenv("AUTORANK_CACHE_DIR", str(tmp_path / "env"))
+    with pytest.raises(AssertionError, match="must not be trained"):
+        train_baseline("tiny_cnn", "synthetic", epochs=1, progress=False)
