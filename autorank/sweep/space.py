@@ -67,7 +67,8 @@ class SpaceConfig:
     musco_w: float = 0.8  # the MUSCO seed's weakening factor (Gusak et al. 2019)
     objectives: tuple[str, ...] = ("accuracy", "params")
     # Optuna's Gaussian-process sampler with the max_drop constraint: ahead of random sampling
-    # on each of 3 seeds and of multivariate TPE in bench/search_quality.py (ResNet-20, 40 trials)
+    # on each of 3 seeds in bench/search_quality.py (ResNet-20, 40 trials; results in
+    # bench/results/search_quality.md), where multivariate TPE had tied random sampling
     sampler: str = "gp"
     # The sampler's region of interest: a trial whose validation accuracy falls more than this
     # below the baseline's is infeasible to it (Optuna's constraints), so it samples where
