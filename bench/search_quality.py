@@ -92,7 +92,7 @@ def hypervolumes(done: pd.DataFrame, baseline: dict) -> dict[str, float]:
 
 
 def summarise(name: str, trials: pd.DataFrame, tested: pd.DataFrame, baseline: dict,
-              wall_s: float, parallel: int) -> dict:
+              wall_s: float | None, parallel: int) -> dict:
     """One arm's numbers; ``tested`` holds the test accuracy of the run's own front."""
     base_acc = baseline["val_accuracy"]
     done = trials[trials["state"] == "complete"]
@@ -145,13 +145,14 @@ def run_arm(args: argparse.Namespace, name: str, parallel: int,
 
     out = Path(args.work) / name
     start = time.time()
+    wall: float | None = None  # None: read back, its wall time is that of the run that made it
     if (out / "pareto.csv").exists():
         result = load_run(out)
         parallel = result.config.parallel or parallel
     else:
         result = search(arm_config(args, out, parallel, overrides))
         ray.shutdown()
-    wall = time.time() - start
+        wall = time.time() - start
     row = summarise(name, result.trials, result.pareto(), result.baseline, wall, parallel)
     return row, result.trials
 
