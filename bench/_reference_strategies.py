@@ -29,7 +29,7 @@ from typing import Any
 import torch
 import torchvision
 
-from autorank.baseline import baseline_path, train_baseline
+from autorank.baseline import train_baseline
 from autorank.data import get_data
 from autorank.decompose import apply_plan
 from autorank.engine import FinetuneConfig
@@ -90,23 +90,6 @@ def rank_shares(name: str, checkpoint: Path) -> dict[str, float]:
     torch.manual_seed(0)
     return {"evbmf_rank_share": evbmf_rank_share(get_model(name, checkpoint=checkpoint)),
             "evbmf_rank_share_init": evbmf_rank_share(get_model(name))}
-
-
-def fill_rank_shares(cache: Path) -> None:
-    """Add the rank shares to stored rows of the slides' models measured before they existed,
-    from their cached baselines (rows whose baseline is not in the cache are left as they are)."""
-    rows = load_rows()
-    for r in rows:
-        if r["model"] not in SLIDES_MODELS or "evbmf_rank_share" in r:
-            continue
-        _, lr, epochs, _ = SLIDES_MODELS[r["model"]]
-        path = baseline_path(r["model"], "cifar10", epochs=r["baseline_epochs"], seed=0, lr=lr,
-                             batch_size=128, cache_dir=cache / "baselines")
-        if r["baseline_epochs"] == epochs and path.is_file():
-            r.update(rank_shares(r["model"], path))
-            log.info("%s: EVBMF rank share %.3f trained, %.3f at init", r["model"],
-                     r["evbmf_rank_share"], r["evbmf_rank_share_init"])
-    save_rows(rows)
 
 
 def measure_slides_model(name: str, cache: Path) -> list[dict[str, Any]]:

@@ -420,7 +420,6 @@ def run_only(args: argparse.Namespace) -> int:
     cache = Path(os.environ.get("AUTORANK_CACHE_DIR", Path.home() / ".cache" / "autorank"))
     strategies.run(args.only, cache=cache / "reference_table",
                    weights_dir=Path(os.environ["AUTORANK_WEIGHTS_DIR"]), threads=args.threads)
-    strategies.fill_rank_shares(cache / "reference_table")
     raw = load_raw(args.out)
     if raw is not None:
         write(args.out, *raw)
