@@ -167,13 +167,9 @@ def run(name: str, *, cache: Path, weights_dir: Path | None, threads: int) -> li
     rows[-1]["call_wall_s"] = time.perf_counter() - start
     rows[-1]["call_cpu_s"] = time.process_time() - cpu
     stored = [r for r in load_rows() if r["model"] != name] + rows
-    save_rows(stored)
-    return rows
-
-
-def save_rows(rows: list[dict[str, Any]]) -> None:
     ROWS_JSON.parent.mkdir(parents=True, exist_ok=True)
-    ROWS_JSON.write_text(json.dumps(rows, indent=1, default=float) + "\n")
+    ROWS_JSON.write_text(json.dumps(stored, indent=1, default=float) + "\n")
+    return rows
 
 
 def load_rows() -> list[dict[str, Any]]:
