@@ -1,27 +1,38 @@
 """autorank: per-layer low-rank decomposition search for trained CNNs.
 
-``import autorank`` is light: it loads torch and tensorly-free decomposition code only; Ray and
-Optuna are imported by the search when it runs.
+``import autorank`` is light: it loads torch and the decomposition code only; Ray and Optuna
+are imported by the search when it runs. The public names are those of ``__all__``; the
+submodules ``config``, ``data``, ``engine``, ``exporter``, ``models`` and ``sweep`` (the search)
+load on first use.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .decompose import apply_plan, get_method, list_methods
-from .errors import UserError
+from .errors import AutorankError, UserError
 from .inventory import inventory
 from .metrics import count_flops, count_params, measure_latency
 from .rank import evbmf_rank, musco_weaken, rank_from_ratio, vbmf_rank_for
-from .types import LayerChoice, LayerInfo, Plan, TrialResult, plan_from_json, plan_to_json
+from .types import (
+    Baseline,
+    LayerChoice,
+    LayerInfo,
+    Plan,
+    TrialOutcome,
+    plan_from_json,
+    plan_to_json,
+)
 
 if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable
+
     from torch import nn
 
+    from .bundle import Exported
     from .config import SearchConfig
-    from .exporter import Exported
     from .sweep import Progress, SearchResult
 
 __version__ = "0.1.0"
@@ -55,8 +66,8 @@ def export(run_dir: str | os.PathLike[str], trial: int, out: str | os.PathLike[s
 
 
 def load_exported(path: str | os.PathLike[str]) -> nn.Module:
-    """Rebuild an exported model as plain torch (see :func:`autorank.exporter.load_exported`)."""
-    from .exporter import load_exported as load
+    """Rebuild an exported model as plain torch (see :func:`autorank.bundle.load_exported`)."""
+    from .bundle import load_exported as load
 
     return load(path)
 
@@ -69,11 +80,19 @@ def __getattr__(name: str) -> object:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
+def __dir__() -> list[str]:
+    # The curated surface (PEP 562), not the helpers this module imports for itself.
+    return sorted([*__all__, *_SUBMODULES])
+
+
 __all__ = [
+    "AutorankError",
+    "Baseline",
     "LayerChoice",
     "LayerInfo",
     "Plan",
-    "TrialResult",
+    "TrialOutcome",
     "UserError",
     "__version__",
     "apply_plan",

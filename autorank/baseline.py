@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import _env
 from .data import DataBundle, get_data
 from .engine import evaluate, finetune
 from .errors import UserError
@@ -20,7 +21,6 @@ from .models import get_model, get_model_spec
 
 log = logging.getLogger(__name__)
 
-CACHE_ENV = "AUTORANK_CACHE_DIR"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +61,7 @@ def load_baseline(spec: BaselineSpec) -> tuple[nn.Module, DataBundle]:
     from .models import check_input_shape, load_checkpoint, load_weights
 
     model_spec = get_model_spec(spec.model)
-    data_dir = spec.data_dir or os.environ.get("AUTORANK_DATA_DIR")
+    data_dir = spec.data_dir or _env.data_dir()
     data = get_data(spec.dataset, data_dir=data_dir,
                     val_source=resolve_val_source(spec.val_source, spec.checkpoint),
                     val_size=spec.val_size, seed=spec.seed, mean=model_spec.mean,
@@ -82,8 +82,8 @@ def load_baseline(spec: BaselineSpec) -> tuple[nn.Module, DataBundle]:
 def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser() / "baselines"
+    if _env.cache_dir():
+        return Path(str(_env.cache_dir())).expanduser() / "baselines"
     return Path.home() / ".cache" / "autorank" / "baselines"
 
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from . import _env
 from .errors import UserError
 
 log = logging.getLogger("autorank")
@@ -165,7 +166,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 def _report(args: argparse.Namespace) -> int:
     """Print a run's Pareto front (its trials read again from the study) and rewrite its plot."""
     from .sweep.report import front_text, plot_front, sync_run
-    from .sweep.store import RunDir
+    from .sweep.rundir import RunDir
 
     result = sync_run(args.run, storage=args.storage)
     front = result.pareto()
@@ -275,8 +276,8 @@ def _compress_args(p: argparse.ArgumentParser) -> None:
 @command("compress", _compress_args)
 def _compress(args: argparse.Namespace) -> int:
     """Run one strategy end to end (vbmf-tucker2, musco, admm); writes model and results row."""
+    from .bundle import check_out
     from .engine import FinetuneConfig, resolve_device
-    from .exporter import check_out
     from .strategies import (
         AdmmOptions,
         BaselineSpec,
@@ -296,9 +297,9 @@ def _compress(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device))
     config = CompressConfig(
         finetune=FinetuneConfig(steps=args.finetune_steps, lr=args.lr,
-                                batch_size=args.batch_size, seed=args.seed),
-        distill=not args.no_distill, bn_batches=args.bn_batches, eval_limit=args.eval_limit,
-        keep_ends=not args.include_ends, device=device,
+                                batch_size=args.batch_size, seed=args.seed,
+                                distill=not args.no_distill, bn_batches=args.bn_batches),
+        eval_limit=args.eval_limit, keep_ends=not args.include_ends, device=device,
         exclude=tuple(g for g in args.exclude.split(",") if g),
         musco=MuscoOptions(stages=args.stages, w=args.w, target_ratio=args.target_ratio,
                            max_drop=args.max_drop),
@@ -314,7 +315,7 @@ def _compress(args: argparse.Namespace) -> int:
     row, result = compress(args.strategy, args.model, baseline, data, config)
     save_compressed(args.out, row, result, config=config, baseline=baseline, data=data,
                     dataset=args.dataset, checkpoint=spec.checkpoint)
-    print(f"{row.model} {row.strategy}: params ratio {row.ratio:.3f}, FLOPs ratio "
+    print(f"{row.model} {row.strategy}: params ratio {row.params_ratio:.3f}, FLOPs ratio "
           f"{row.flops_ratio:.3f}, test accuracy {row.accuracy_before:.4f} before, "
           f"{row.accuracy_after:.4f} right after, {row.fine_tune:.4f} fine-tuned "
           f"({row.test_images} images, {row.wall_s:.0f} s)")
@@ -326,7 +327,7 @@ def resolve_checkpoint(value: str | None) -> str | None:
     """A checkpoint path as given, or looked up by file name in ``$AUTORANK_WEIGHTS_DIR``."""
     if value is None or os.path.exists(value):
         return value
-    weights_dir = os.environ.get("AUTORANK_WEIGHTS_DIR")
+    weights_dir = _env.weights_dir()
     if weights_dir and os.path.exists(os.path.join(weights_dir, value)):
         return os.path.join(weights_dir, value)
     raise UserError(f"checkpoint {value!r} not found (a file path, or a file name in "

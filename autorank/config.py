@@ -1,18 +1,191 @@
-"""The typed configuration of a search: CLI flags over a space preset, saved with the run."""
+"""The typed configuration of a search: a search-space preset (``search_spaces/*.yaml``), CLI
+flags over it, and the resolved configuration saved with the run."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from . import _env
+from ._io import atomic_write
+from .baseline import BaselineSpec
+from .decompose import list_methods
+from .engine import FinetuneConfig
 from .errors import UserError
-from .sweep.space import FinetuneSettings, SpaceConfig, load_space, space_from_dict
+from .samplers import list_samplers
+
+OBJECTIVES: dict[str, tuple[str, str]] = {
+    "accuracy": ("val_accuracy", "max"),
+    "params": ("params", "min"),
+    "flops": ("flops", "min"),
+    "latency": ("latency_ms", "min"),
+}
+PRESETS_DIR = Path(__file__).resolve().parent / "search_spaces"
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """A search-space preset (``search_spaces/*.yaml``); every key is optional."""
+
+    methods: tuple[str, ...] = ("tucker2", "cp3", "tt", "svd", "spatial_svd", "keep")
+    exclude: tuple[str, ...] = ()  # globs on dotted layer names
+    exclude_first_conv: bool = True
+    exclude_classifier: bool = True
+    min_params: int = 1000  # smaller layers are kept: their factorization cannot pay off
+    strength: tuple[float, float] = (0.0, 1.0)  # range of the global weakening factor w
+    scale: tuple[float, float] = (-1.0, 1.0)  # range of the per-layer (or per-group) log2 rank offset
+    groups: int = 0  # 0: a method and an offset per layer; N: per contiguous group of layers
+    musco_w: float = 0.8  # the MUSCO seed's weakening factor (Gusak et al. 2019)
+    objectives: tuple[str, ...] = ("accuracy", "params")
+    # Optuna's Gaussian-process sampler with the max_drop constraint: ahead of random sampling
+    # on each of 3 seeds in bench/search_quality.py (ResNet-20, 40 trials; results in
+    # bench/results/search_quality.md), where multivariate TPE had tied random sampling
+    sampler: str = "gp"
+    # The sampler's region of interest: a trial whose validation accuracy falls more than this
+    # below the baseline's is infeasible to it (Optuna's constraints), so it samples where
+    # users pick models; None: every trial counts alike. The front lists every trial anyway.
+    max_drop: float | None = 0.10
+    latency_batch: int = 32
+    # the short fine-tune every trial gets (the search's --seed is its seed)
+    finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(steps=200))
+
+    def __post_init__(self) -> None:
+        _check_space(self)
+
+
+def _fail(key: str, why: str) -> UserError:
+    return UserError(f"search space: {key}: {why}")
+
+
+def _check_range(key: str, value: tuple[float, float], lo: float, hi: float) -> None:
+    if len(value) != 2 or not lo <= value[0] <= value[1] <= hi:
+        raise _fail(key, f"needs [low, high] with {lo} <= low <= high <= {hi}, got {list(value)}")
+
+
+def _check_space(cfg: SpaceConfig) -> None:
+    if not cfg.methods:
+        raise _fail("methods", f"is empty; give at least one of {list_methods()}")
+    for m in cfg.methods:
+        if m not in list_methods():
+            raise _fail("methods", f"unknown method {m!r}; expected one of {list_methods()}")
+    if not cfg.objectives or cfg.objectives[0] != "accuracy":
+        raise _fail("objectives", f"must start with 'accuracy', then any of {list(OBJECTIVES)[1:]}")
+    for o in cfg.objectives:
+        if o not in OBJECTIVES:
+            raise _fail("objectives", f"unknown objective {o!r}; expected one of {list(OBJECTIVES)}")
+    if cfg.sampler not in list_samplers():
+        raise _fail("sampler", f"unknown sampler {cfg.sampler!r}; expected one of {list_samplers()}")
+    _check_range("strength", cfg.strength, 0.0, 1.0)
+    _check_range("scale", cfg.scale, -8.0, 8.0)
+    if cfg.max_drop is not None and not 0.0 < cfg.max_drop <= 1.0:
+        raise _fail("max_drop", f"must be in (0, 1] or null, got {cfg.max_drop}")
+    if not 0.0 <= cfg.musco_w <= 1.0:
+        raise _fail("musco_w", f"must be in [0, 1], got {cfg.musco_w}")
+    if cfg.groups < 0:
+        raise _fail("groups", f"must be >= 0 (0: per layer), got {cfg.groups}")
+    if cfg.min_params < 0 or cfg.latency_batch < 1:
+        raise _fail("min_params/latency_batch", "must be >= 0 and >= 1")
+    if (cfg.finetune.steps is None) == (cfg.finetune.epochs is None):
+        raise _fail("finetune", "give exactly one of steps and epochs")
+
+
+_TYPES: dict[str, type] = {"methods": tuple, "exclude": tuple, "exclude_first_conv": bool,
+                           "exclude_classifier": bool, "min_params": int, "strength": tuple,
+                           "scale": tuple, "groups": int, "musco_w": float, "max_drop": float,
+                           "objectives": tuple, "sampler": str, "latency_batch": int, "finetune": dict}
+
+
+_NULLABLE = {"max_drop"}
+
+
+def _typed(key: str, value: Any, want: type) -> Any:
+    if value is None and key in _NULLABLE:
+        return None
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if want is tuple and isinstance(value, list):
+        return tuple(value)
+    if want is tuple and isinstance(value, str):
+        return (value,)
+    if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+        raise _fail(key, f"expected {want.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+# The fine-tune keys a preset may set, with their YAML types (seed: the search's --seed).
+_FINETUNE_TYPES: dict[str, type] = {
+    "steps": int, "epochs": float, "lr": float, "schedule": str, "momentum": float,
+    "weight_decay": float, "batch_size": int, "augment": bool, "distill": bool, "kd_alpha": float,
+    "kd_temperature": float, "bn_batches": int}
+
+
+def _finetune_from(data: Mapping[str, Any], base: FinetuneConfig) -> FinetuneConfig:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in _FINETUNE_TYPES:
+            raise _fail(f"finetune.{key}", f"unknown key; expected one of {sorted(_FINETUNE_TYPES)}")
+        out[key] = None if value is None and key in ("steps", "epochs") else \
+            _typed(f"finetune.{key}", value, _FINETUNE_TYPES[key])
+    if "epochs" in out and "steps" not in out:
+        out["steps"] = None  # an epoch budget replaces the preset's steps
+    try:
+        return dataclasses.replace(base, **out)
+    except UserError as err:
+        raise UserError(f"search space: {err}") from None
+
+
+def space_from_dict(data: Mapping[str, Any], *, base: SpaceConfig | None = None) -> SpaceConfig:
+    """A :class:`SpaceConfig` from a mapping, over ``base``; unknown keys and wrong types refused."""
+    if not isinstance(data, Mapping):
+        raise UserError(f"search space: expected a mapping of keys, got {type(data).__name__}")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in _TYPES:
+            raise _fail(str(key), f"unknown key; expected one of {sorted(_TYPES)}")
+        values[key] = _typed(key, value, _TYPES[key])
+    if "finetune" in values:
+        values["finetune"] = _finetune_from(values["finetune"], (base or SpaceConfig()).finetune)
+    cfg = base or SpaceConfig()
+    return SpaceConfig(**{**{f.name: getattr(cfg, f.name) for f in fields(SpaceConfig)}, **values})
+
+
+def list_presets() -> list[str]:
+    """Names of the search-space presets shipped with autorank."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def load_space(name_or_path: str | Path) -> SpaceConfig:
+    """Load a preset by name (``default``, see :func:`list_presets`) or a YAML file path.
+
+    YAML is read with ``yaml.safe_load``: tags that build Python objects are refused.
+    """
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESETS_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise UserError(f"unknown search space {str(name_or_path)!r}; expected a YAML file "
+                            f"or one of {list_presets()}")
+    if not path.exists():
+        raise UserError(f"search space file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UserError(f"search space {str(path)!r} is not valid YAML: "
+                        f"{str(err).splitlines()[0]}") from err
+    return space_from_dict(data)
+
+
+def objective_metrics(cfg: SpaceConfig) -> tuple[list[str], list[str]]:
+    """Metric names and Ray/Optuna modes (``max``/``min``) of the preset's objectives."""
+    pairs = [OBJECTIVES[o] for o in cfg.objectives]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
 
 RUNNERS = ("ray", "local")
 VAL_SOURCES = ("auto", "train", "test")
@@ -69,12 +242,6 @@ class SearchConfig:
         if self.baseline_epochs < 1 or self.input_size < 8:
             raise UserError("--baseline-epochs must be >= 1 and --input-size >= 8")
 
-    @property
-    def resolved_val_source(self) -> str:
-        from .baseline import resolve_val_source
-
-        return resolve_val_source(self.val_source, self.checkpoint)
-
     def out_dir(self) -> Path:
         if self.out:
             return Path(self.out).expanduser().resolve()
@@ -83,7 +250,15 @@ class SearchConfig:
         return Path("runs", name).resolve()
 
     def data_root(self) -> str | None:
-        return self.data_dir or os.environ.get("AUTORANK_DATA_DIR")
+        return self.data_dir or _env.data_dir()
+
+    def baseline_spec(self, *, progress: bool = False) -> BaselineSpec:
+        """Which baseline this search compresses, and on which images."""
+        return BaselineSpec(
+            self.model, self.dataset, checkpoint=self.checkpoint, data_dir=self.data_root(),
+            val_source=self.val_source, seed=self.seed, baseline_epochs=self.baseline_epochs,
+            input_size=self.input_size, device=self.device, val_size=self.val_size,
+            download=self.download, progress=progress)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -120,8 +295,6 @@ def make_config(*, space: str | None = None, finetune_steps: int | None = None,
 
 
 def save_config(cfg: SearchConfig, path: Path) -> None:
-    from .sweep.store import atomic_write
-
     atomic_write(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
@@ -136,6 +309,6 @@ def load_config(path: Path) -> SearchConfig:
     space = data.pop("space", {}) or {}
     ft = space.pop("finetune", {}) or {}
     space_cfg = space_from_dict(space)
-    space_cfg = dataclasses.replace(space_cfg, finetune=FinetuneSettings(**ft))
+    space_cfg = dataclasses.replace(space_cfg, finetune=FinetuneConfig(**ft))
     known = {f.name for f in fields(SearchConfig)}
     return SearchConfig(space=space_cfg, **{k: v for k, v in data.items() if k in known})

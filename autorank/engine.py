@@ -7,7 +7,6 @@ import dataclasses
 import logging
 import math
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,51 +15,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autorank.data import DataBundle
-from autorank.errors import UserError
+from .data import DataBundle
+from .distill import TeacherCache, distillation_loss
+from .errors import NonFiniteLossError, UserError
+from .runtime import configure_threads, resolve_device
+
+__all__ = [
+    "FinetuneConfig",
+    "FinetuneResult",
+    "NonFiniteLossError",
+    "TeacherCache",
+    "TrainHook",
+    "configure_threads",
+    "distillation_loss",
+    "evaluate",
+    "finetune",
+    "recalibrate_bn",
+    "recover",
+    "resolve_device",
+]
 
 log = logging.getLogger(__name__)
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite (learning rate too high, or a broken model)."""
-
-
-def configure_threads(n: int | None) -> int:
-    """Set the number of CPU threads torch uses for intra-op work.
-
-    Args:
-        n: threads to use, or ``None`` to leave the setting alone.
-
-    Returns:
-        The number of threads now in effect.
-
-    Raises:
-        UserError: ``n < 1``.
-    """
-    if n is not None:
-        if n < 1:
-            raise UserError(f"threads must be >= 1, got {n}")
-        torch.set_num_threads(n)
-    return torch.get_num_threads()
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """Turn ``"auto"`` into ``cuda`` when available, else ``cpu``; check any other name.
-
-    Raises:
-        UserError: an unknown device string, or CUDA asked for but unavailable.
-    """
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise UserError(
-            f"unknown device {device!r}; expected 'cpu', 'cuda', 'cuda:N' or 'auto'"
-        ) from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} asked for, but CUDA is not available; use 'cpu'")
-    return dev
 
 
 def evaluate(
@@ -104,9 +79,20 @@ def evaluate(
     return correct / total
 
 
+_SCHEDULES: dict[str, Callable[[int, int], float]] = {
+    "cosine": lambda step, total: 0.5 * (1.0 + math.cos(math.pi * step / total)),
+    "constant": lambda step, total: 1.0,
+}
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """Options of :func:`finetune`; give exactly one of ``steps`` and ``epochs``."""
+    """The one fine-tune recipe of autorank: what trials, strategies and exports train with.
+
+    :func:`recover` applies all of it (BatchNorm recalibration, then the fine-tune, distilling
+    from the dense baseline); :func:`finetune` the training part alone. A fine-tune needs
+    exactly one of ``steps`` and ``epochs``.
+    """
 
     steps: int | None = None
     epochs: float | None = None
@@ -116,10 +102,28 @@ class FinetuneConfig:
     weight_decay: float = 5e-4  # the CIFAR ResNet recipe of He et al. 2016
     batch_size: int = 128
     augment: bool = True  # random crop + flip
+    distill: bool = True  # recover(): the dense baseline is the teacher (Hinton et al. 2015)
     kd_alpha: float = 0.9  # weight of the distillation term when a teacher is given
     kd_temperature: float = 4.0  # Hinton et al. 2015 use 1-20; 4 is common for CIFAR
+    bn_batches: int = 20  # recover(): BatchNorm recalibration batches first (0: none)
     seed: int = 0
     log_every: int = 50  # steps between log lines (and the window of FinetuneResult.final_loss)
+
+    def __post_init__(self) -> None:
+        if ((self.steps is not None and self.steps < 0) or (self.epochs is not None and self.epochs < 0)
+                or self.lr <= 0 or self.batch_size < 1 or self.bn_batches < 0):
+            raise UserError("finetune: needs steps >= 0, epochs >= 0, lr > 0, batch_size >= 1, "
+                            "bn_batches >= 0")
+        if not 0.0 <= self.kd_alpha <= 1.0 or self.kd_temperature <= 0:
+            raise UserError("finetune: needs 0 <= kd_alpha <= 1 and kd_temperature > 0")
+        if self.schedule not in _SCHEDULES:
+            raise UserError(f"finetune: unknown schedule {self.schedule!r}; expected one of "
+                            f"{sorted(_SCHEDULES)}")
+
+    @property
+    def trains(self) -> bool:
+        """Whether the recipe has any training step."""
+        return bool(self.steps or self.epochs)
 
 
 @dataclass(frozen=True)
@@ -139,12 +143,6 @@ class TrainHook(Protocol):
         """Called after the optimizer step ``step`` (0-based)."""
 
 
-_SCHEDULES: dict[str, Callable[[int, int], float]] = {
-    "cosine": lambda step, total: 0.5 * (1.0 + math.cos(math.pi * step / total)),
-    "constant": lambda step, total: 1.0,
-}
-
-
 def _resolve_config(config: FinetuneConfig | None, overrides: dict[str, Any]) -> FinetuneConfig:
     base = config or FinetuneConfig()
     names = {f.name for f in dataclasses.fields(FinetuneConfig)}
@@ -154,62 +152,7 @@ def _resolve_config(config: FinetuneConfig | None, overrides: dict[str, Any]) ->
     cfg = dataclasses.replace(base, **overrides)
     if (cfg.steps is None) == (cfg.epochs is None):
         raise UserError("give exactly one of steps and epochs")
-    if cfg.schedule not in _SCHEDULES:
-        raise UserError(f"unknown schedule {cfg.schedule!r}; expected one of {sorted(_SCHEDULES)}")
-    if not 0.0 <= cfg.kd_alpha <= 1.0 or cfg.kd_temperature <= 0 or cfg.batch_size < 1:
-        raise UserError("need 0 <= kd_alpha <= 1, kd_temperature > 0 and batch_size >= 1")
     return cfg
-
-
-def distillation_loss(
-    student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, *, alpha: float, t: float
-) -> torch.Tensor:
-    """Knowledge-distillation loss of Hinton et al. 2015, "Distilling the Knowledge in a Neural
-    Network": ``alpha * T^2 * KL(p_teacher || p_student) + (1 - alpha) * CE(student, target)``,
-    with ``p = softmax(logits / T)``; the ``T^2`` keeps gradient scale independent of ``T``.
-    """
-    soft = F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1),
-                    reduction="batchmean", log_target=True)
-    return alpha * t * t * soft + (1.0 - alpha) * F.cross_entropy(student, target)
-
-
-class TeacherCache:
-    """A frozen teacher whose logits are kept per training step, for fine-tunes that repeat.
-
-    Every trial of a search fine-tunes on the same seeded stream of batches (same data, seed,
-    batch size and augmentation), so the dense teacher's logits at step k are the same in every
-    trial: one process computes them once and later fine-tunes skip the teacher's forward pass.
-    A stream is told apart by its data bundle, seed, batch size, augmentation and device, and
-    each step's labels are checked, so a different stream is never served stale logits. The
-    teacher must not change while the cache is in use.
-    """
-
-    def __init__(self, teacher: nn.Module) -> None:
-        self.teacher = teacher
-        self._stream: tuple[Any, ...] | None = None
-        self._data: weakref.ref[DataBundle] | None = None
-        self._steps: list[tuple[torch.Tensor, torch.Tensor]] = []  # (labels, logits)
-        self.hits = 0  # steps served from the cache (for tests and benches)
-
-    def start(self, data: DataBundle, cfg: FinetuneConfig, dev: torch.device) -> None:
-        """Begin a fine-tune on ``data`` with ``cfg``: keep the cache if it is the same stream."""
-        stream = (cfg.seed, cfg.batch_size, cfg.augment, str(dev))
-        if self._data is None or self._data() is not data or stream != self._stream:
-            self._data, self._stream, self._steps = weakref.ref(data), stream, []
-        self.teacher.eval().to(dev)
-
-    def logits(self, step: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The teacher's logits for batch ``x`` (labels ``y``) at ``step`` of the stream."""
-        if step < len(self._steps) and torch.equal(self._steps[step][0], y):
-            self.hits += 1
-            return self._steps[step][1]
-        with torch.no_grad():
-            out = self.teacher(x)
-        if step == len(self._steps):
-            self._steps.append((y.detach().clone(), out.detach()))
-        elif step < len(self._steps):  # labels differ: the stream is not the one cached
-            self._steps = self._steps[:step] + [(y.detach().clone(), out.detach())]
-        return out
 
 
 def _endless(
@@ -391,3 +334,37 @@ def recalibrate_bn(
             bn.momentum = momentum
         model.train(was_training)
     return len(bns)
+
+
+def recover(
+    model: nn.Module,
+    data: DataBundle,
+    recipe: FinetuneConfig,
+    *,
+    teacher: nn.Module | TeacherCache | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    hook: TrainHook | None = None,
+) -> FinetuneResult | None:
+    """What follows every compression, in place: BatchNorm recalibration on
+    ``recipe.bn_batches`` training batches, then the fine-tune, distilling from ``teacher``
+    (the dense baseline) when ``recipe.distill``.
+
+    Trials, strategies and exports all train a compressed model through this one function.
+
+    Returns:
+        The fine-tune's result, or None when the recipe has no training step.
+
+    Raises:
+        UserError, NonFiniteLossError: as :func:`finetune`.
+    """
+    if recipe.bn_batches:
+        recalibrate_bn(model, data, batches=recipe.bn_batches, batch_size=recipe.batch_size,
+                       device=device)
+    if not recipe.trains:
+        return None
+    result = finetune(model, data, recipe, teacher=teacher if recipe.distill else None,
+                      device=device, progress=progress, hook=hook)
+    log.info("fine-tuned %d steps in %.0f s, final loss %.3f", result.steps, result.seconds,
+             result.final_loss)
+    return result

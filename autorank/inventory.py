@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Sequence
 
 import pandas as pd
@@ -13,7 +14,7 @@ from .metrics import flops_by_layer
 from .rank import vbmf_rank_for
 from .types import LayerInfo
 
-__all__ = ["compressible_methods", "inventory", "inventory_frame", "inventory_table"]
+__all__ = ["compressible_methods", "eligible", "inventory", "inventory_frame", "inventory_table"]
 
 
 def compressible_methods(layer: nn.Module) -> list[str]:
@@ -58,6 +59,20 @@ def inventory(
         if methods:
             rows.append(_layer_info(name, layer, flops.get(name, 0), methods))
     return rows
+
+
+def eligible(rows: Sequence[LayerInfo], *, exclude_first_conv: bool = True,
+             exclude_classifier: bool = True, min_params: int = 0,
+             exclude: Sequence[str] = ()) -> list[LayerInfo]:
+    """The inventory ``rows`` a search or a strategy may compress: by default not the first
+    conv (the stem, whose 3 input channels leave nothing to factorize) nor the last linear
+    layer (the classifier), no layer under ``min_params``, none matching an ``exclude`` glob
+    on its dotted name."""
+    convs = [r.name for r in rows if r.kind == "conv2d"]
+    linears = [r.name for r in rows if r.kind == "linear"]
+    skip = set(convs[:1] if exclude_first_conv else []) | set(linears[-1:] if exclude_classifier else [])
+    return [r for r in rows if r.name not in skip and r.params >= min_params
+            and not any(fnmatch.fnmatchcase(r.name, g) for g in exclude)]
 
 
 def inventory_frame(rows: Sequence[LayerInfo]) -> pd.DataFrame:

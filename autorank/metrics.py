@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_flops", "count_params", "flops_by_layer", "measure_latency", "num_threads"]
+from .runtime import num_threads
+
+__all__ = ["Cost", "count_flops", "count_params", "flops_by_layer", "measure_cost", "measure_latency"]
 
 
 def count_params(model: nn.Module) -> int:
@@ -57,18 +59,6 @@ def flops_by_layer(model: nn.Module, input_shape: Sequence[int] = (1, 3, 32, 32)
     return _flop_counts(model, input_shape)
 
 
-@contextmanager
-def num_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(threads)``, restoring the old value after."""
-    old = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def measure_latency(
     model: nn.Module,
     input_shape: Sequence[int] = (1, 3, 32, 32),
@@ -109,3 +99,38 @@ def measure_latency(
     finally:
         model.train(was_training)
     return statistics.median(times)
+
+
+# The one latency protocol of trials, baselines and exports: median of REPEATS timed passes
+# after WARMUP untimed ones, at batch 1 and at the run's latency batch (fewer passes: each
+# costs ``latency_batch`` times more).
+LATENCY_PROTOCOL = {"batch_1": (20, 3), "batch_n": (8, 2)}
+
+
+@dataclass(frozen=True)
+class Cost:
+    """What a model costs: params, FLOPs (multiply-add = 2) and median latency in ms at batch
+    1 and at ``latency_batch``, all measured by :func:`measure_cost`."""
+
+    params: int
+    flops: int
+    latency_ms: float
+    latency_batch_ms: float
+    latency_batch: int
+
+    def ratios(self, baseline: Cost) -> dict[str, float]:
+        """``params_ratio`` and ``flops_ratio``: the baseline's over this model's."""
+        return {"params_ratio": baseline.params / self.params if self.params else float("inf"),
+                "flops_ratio": baseline.flops / self.flops if self.flops else float("inf")}
+
+
+def measure_cost(model: nn.Module, input_shape: Sequence[int], *, latency_batch: int = 32) -> Cost:
+    """Params, FLOPs and latency of ``model`` for inputs of ``input_shape`` (C, H, W), by the
+    one protocol (:data:`LATENCY_PROTOCOL`), on the device its parameters are on."""
+    shape = (1, *input_shape)
+    (r1, w1), (rn, wn) = LATENCY_PROTOCOL["batch_1"], LATENCY_PROTOCOL["batch_n"]
+    return Cost(params=count_params(model), flops=count_flops(model, shape),
+                latency_ms=measure_latency(model, shape, repeats=r1, warmup=w1),
+                latency_batch_ms=measure_latency(model, shape, batch_size=latency_batch,
+                                                 repeats=rn, warmup=wn),
+                latency_batch=latency_batch)

@@ -1,9 +1,11 @@
-"""Plain data types shared across autorank: layer choices, plans, inventory rows, trial results."""
+"""Plain data types shared across autorank: layer choices, plans, inventory rows, trial outcomes
+and the baseline record."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,18 +77,93 @@ class LayerInfo:
 
 
 @dataclass(frozen=True)
-class TrialResult:
-    """What one search trial measured. ``state`` is ``"complete"`` or ``"failed"``."""
+class TrialOutcome:
+    """What one search trial measured; the one record every runner, the study, ``trials.csv``
+    and the reports read.
 
-    number: int
-    state: str
-    val_accuracy: float = float("nan")
+    A failed trial carries its ``error``, ``plan`` and ``duration_s``; its metrics are None.
+    ``flops`` count a multiply-add as 2; the ratios are the baseline's over the trial's.
+    """
+
+    val_accuracy: float | None = None
+    params: int | None = None
+    flops: int | None = None
+    latency_ms: float | None = None  # median at batch 1
+    latency_batch_ms: float | None = None  # median at the space's latency_batch
+    params_ratio: float | None = None
+    flops_ratio: float | None = None
+    duration_s: float = 0.0  # the whole trial, plan building included
+    finetune_s: float | None = None  # BN recalibration and fine-tune
+    evaluate_s: float | None = None
+    error: str = ""  # why it failed ("" when it completed)
+    plan: str = "{}"  # JSON (plan_to_json)
+    failed: bool = False
+
+    def stored(self) -> dict[str, Any]:
+        """The fields kept with the trial in the study: every set value but ``failed``."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k != "failed" and v is not None}
+
+    def report(self) -> dict[str, Any]:
+        """All fields for a runner to carry back, metrics of a failed trial as 0 (Ray Tune
+        wants the searcher's metrics in every result)."""
+        return {k: (0 if v is None else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_report(cls, data: Mapping[str, Any]) -> TrialOutcome:
+        """The outcome :meth:`report` carried (unknown keys ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("failed"):
+            values = {k: values[k] for k in ("error", "plan", "duration_s", "failed") if k in values}
+        return cls(**values)
+
+
+TRIAL_COLUMNS = ["number", "state", *(f.name for f in dataclasses.fields(TrialOutcome)
+                                      if f.name != "failed")]
+"""The leading columns of ``trials.csv``: the trial's number and state, then its outcome."""
+
+
+@dataclass(frozen=True)
+class Baseline(Mapping[str, Any]):
+    """The dense baseline of a search, as ``baseline.json`` stores it.
+
+    A mapping too (``baseline["val_accuracy"]``, ``baseline.get("test_accuracy")``), since
+    that is how a run's ``baseline.json`` reads; ``test_accuracy`` is None until the search
+    has finished.
+    """
+
+    model: str = ""
+    dataset: str = ""
+    val_source: str = ""
+    val_images: int = 0
+    test_images: int = 0
+    val_accuracy: float | None = None
     params: int = 0
     flops: int = 0
-    latency_ms: float = float("nan")
-    params_ratio: float = float("nan")
-    flops_ratio: float = float("nan")
-    duration_s: float = 0.0
-    plan: str = "{}"
-    error: str = ""
-    extra: dict[str, float] = field(default_factory=dict)
+    latency_ms: float | None = None
+    latency_batch_ms: float | None = None
+    test_accuracy: float | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._names():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    @classmethod
+    def _names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Baseline:
+        """The record ``baseline.json`` holds (keys it does not know are ignored)."""
+        return cls(**{k: v for k, v in data.items() if k in cls._names()})

@@ -177,6 +177,11 @@ def load_rows() -> list[dict[str, Any]]:
     return json.loads(ROWS_JSON.read_text()) if ROWS_JSON.is_file() else []
 
 
+def _params_ratio(row: dict[str, Any]) -> float:
+    """The row's params ratio (rows stored before the field was renamed call it ``ratio``)."""
+    return float(row["params_ratio"] if "params_ratio" in row else row["ratio"])
+
+
 def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
@@ -199,7 +204,7 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
         if r["strategy"] == "musco":
             steps *= len([st for st in r.get("stages", []) if st.get("kept", True)])
         lines.append(
-            f"| {r['model']} | {r['strategy']} | {r['ratio']:.3f} | {r['flops_ratio']:.3f} "
+            f"| {r['model']} | {r['strategy']} | {_params_ratio(r):.3f} | {r['flops_ratio']:.3f} "
             f"| {r['accuracy_before']:.4f} | {r['accuracy_after']:.4f} | {r['fine_tune']:.4f} "
             f"| {slides} | {r['test_images']:,} | {steps} | {r['wall_s']:.0f} |")
     return lines
@@ -208,7 +213,7 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 def _paragraph(r: dict[str, Any], notes: dict[str, str]) -> str:
     s = _slides(r["model"])
     head = (f"**{r['model']}, {r['strategy']}.** Params {r['params_before']:,} -> "
-            f"{r['params_after']:,} ({r['ratio']:.2f}x), FLOPs {r['flops_before'] / 1e6:.1f} -> "
+            f"{r['params_after']:,} ({_params_ratio(r):.2f}x), FLOPs {r['flops_before'] / 1e6:.1f} -> "
             f"{r['flops_after'] / 1e6:.1f} M ({r['flops_ratio']:.2f}x); test accuracy "
             f"{_pct(r['accuracy_before'])} % before, {_pct(r['accuracy_after'])} % right after "
             f"factorization, {_pct(r['fine_tune'])} % after the fine-tune.")
@@ -216,7 +221,7 @@ def _paragraph(r: dict[str, Any], notes: dict[str, str]) -> str:
         head += (f" The slides: {s[1]}x, {_pct(s[2])} -> {_pct(s[3])} -> {_pct(s[4])} %. "
                  f"Our baseline was trained {r['baseline_epochs']} epoch(s) on "
                  f"{r['train_images']:,} images (lr {r['baseline_lr']}); our ratio is "
-                 f"{'higher' if r['ratio'] > s[1] else 'lower'} ({r['ratio']:.2f}x vs {s[1]}x).")
+                 f"{'higher' if _params_ratio(r) > s[1] else 'lower'} ({_params_ratio(r):.2f}x vs {s[1]}x).")
     if "evbmf_rank_share" in r:
         head += (f" EVBMF kept {_pct(r['evbmf_rank_share'])} % of the full ranks of the layers "
                  f"it may factorize ({_pct(r['evbmf_rank_share_init'])} % on a fresh "

@@ -68,7 +68,7 @@ def main() -> int:
     report = {"settings": {**vars(args), "trial": trial,
                            "search_finetune_steps": result.config.space.finetune.steps,
                            "trial_val_accuracy": float(row["val_accuracy"])},
-              "baseline": result.baseline, "rows": rows}
+              "baseline": dict(result.baseline), "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / args.out).write_text(json.dumps(report, indent=2, default=float))
     return 0

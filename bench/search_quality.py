@@ -49,9 +49,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from autorank.config import make_config
+from autorank.config import make_config, space_from_dict
 from autorank.sweep import hypervolume_2d, pareto_front, search
-from autorank.sweep.space import space_from_dict
 
 RESULTS = Path(__file__).parent / "results"
 # arm -> space overrides; every arm gets the same space, seeds, budget and fine-tune
@@ -219,12 +218,12 @@ def fixed_rows(args: argparse.Namespace) -> list[dict]:
         for ratio in PRUNE_RATIOS:
             models[f"prune-l1 {ratio:.2g} of block filters (Li et al. 2017)"] = l1_pruned(model, ratio)
     rows = []
-    run_trial(ctx, {}, plan={})  # the teacher's logits, so that no row pays for them
+    run_trial(ctx, None, {}, plan={})  # the teacher's logits, so that no row pays for them
     for label, compressed in models.items():
         out = train_and_measure(ctx, compressed)
-        rows.append({"arm": label, "params_ratio": out["params_ratio"],
-                     "flops_ratio": out["flops_ratio"], "val": out["val_accuracy"],
-                     "latency_ms": out["latency_ms"], "latency_batch_ms": out["latency_batch_ms"]})
+        rows.append({"arm": label, "params_ratio": out.params_ratio,
+                     "flops_ratio": out.flops_ratio, "val": out.val_accuracy,
+                     "latency_ms": out.latency_ms, "latency_batch_ms": out.latency_batch_ms})
         log.info("%s: %s", label, rows[-1])
     return rows
 

@@ -22,10 +22,11 @@ from pathlib import Path
 import torch
 
 from autorank import inventory
+from autorank.config import load_space, space_from_dict
 from autorank.data import get_data
 from autorank.metrics import count_flops, count_params
 from autorank.models import get_model, get_model_spec
-from autorank.sweep.space import build_space, load_space, space_from_dict
+from autorank.sweep.space import build_space
 from autorank.sweep.trial import TrialContext, run_trial
 
 RESULTS = Path(__file__).parent / "results" / "trial_speed.md"
@@ -63,9 +64,9 @@ def main() -> int:
         # a process keeps one run's cache: a new context starts cold, its second trial is warm
         ctx = context()
         for name in ("cold", "warm"):
-            out = run_trial(ctx, params)
-            times[name].append(out["finetune_s"])
-            accuracy[name].add(out["val_accuracy"])
+            out = run_trial(ctx, None, params)
+            times[name].append(out.finetune_s)
+            accuracy[name].add(out.val_accuracy)
     cold, warm = (statistics.median(times[k]) for k in ("cold", "warm"))
     lines = [
         "# Search trial time with and without the teacher-logit cache",

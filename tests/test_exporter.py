@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 import autorank as ar
+from autorank.bundle import ONNX_ATOL, ONNX_RTOL, write_bundle
 from autorank.cli import main
 from autorank.decompose import apply_plan
 from autorank.errors import UserError
-from autorank.exporter import ONNX_ATOL, ONNX_RTOL, write_bundle
 from autorank.models import get_model
 
 

@@ -17,10 +17,9 @@ import psutil
 import pytest
 
 import autorank as ar
-from autorank.config import make_config
+from autorank.config import make_config, objective_metrics
 from autorank.errors import UserError
 from autorank.sweep import load_run, pareto_front, search
-from autorank.sweep.space import objective_metrics
 
 
 def tiny_config(out: Path, checkpoint: Path, **flags: object) -> ar.config.SearchConfig:
@@ -190,15 +189,15 @@ def test_every_sampler_runs_a_search(tmp_path: Path, tiny_checkpoint: Path, samp
 
     import optuna
 
-    from autorank.sweep.runner import _sampler
-    from autorank.sweep.space import space_from_dict
+    from autorank.config import space_from_dict
+    from autorank.samplers import make_sampler
 
     cfg = tiny_config(tmp_path / "run", tiny_checkpoint, budget=6)
     cfg = dataclasses.replace(cfg, space=space_from_dict({"sampler": sampler, "max_drop": 0.05},
                                                          base=cfg.space))
     expected = {"tpe": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSampler,
                 "nsga2": optuna.samplers.NSGAIISampler}[sampler]
-    assert isinstance(_sampler(cfg, 0), expected)
+    assert isinstance(make_sampler(cfg.space.sampler, seed=0, budget=cfg.budget), expected)
     result = search(cfg)  # 2 seeds, 2 startup draws, then 2 draws from the sampler's model
     trials = check_run_dir(result.path, budget=6)
     assert trials["plan"].is_unique
@@ -212,8 +211,8 @@ def test_every_sampler_runs_a_search(tmp_path: Path, tiny_checkpoint: Path, samp
 def test_max_drop_null_turns_the_constraint_off(tmp_path: Path, tiny_checkpoint: Path) -> None:
     import dataclasses
 
+    from autorank.config import space_from_dict
     from autorank.sweep.runner import accuracy_floor
-    from autorank.sweep.space import space_from_dict
 
     cfg = tiny_config(tmp_path / "run", tiny_checkpoint)
     off = space_from_dict({"max_drop": None}, base=cfg.space)

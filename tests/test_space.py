@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 import autorank as ar
+from autorank.config import SpaceConfig, space_from_dict
 from autorank.errors import UserError
 from autorank.sweep import build_space, list_presets, load_space
-from autorank.sweep.space import SpaceConfig, space_from_dict
 
 
 class Net(nn.Module):
@@ -84,8 +84,26 @@ def test_seeds_are_evbmf_tucker2_then_musco() -> None:
     for layer in space.layers:
         method = layer.default_method
         assert evbmf[layer.name] == ar.LayerChoice(method, layer.seed[method])
-        expected = ar.musco_weaken(layer.full[method], layer.seed[method], 0.8)
-        assert musco[layer.name].rank == pytest.approx(expected, abs=1)
+        expected = ar.musco_weaken(layer.reference[method], layer.seed[method], 0.8)
+        assert musco[layer.name].rank == expected
+
+
+def test_search_musco_seed_is_compress_musco_first_stage() -> None:
+    """One rank rule: the search's MUSCO seed gives every layer the rank that
+    ``autorank compress --strategy musco`` gives it in its first stage, for the same w."""
+    from autorank.inventory import eligible
+    from autorank.strategies import vbmf_plan
+
+    net = Net()
+    rows = ar.inventory(net, (1, 3, 8, 8))
+    space = build_space(net, rows, SpaceConfig(musco_w=0.8))
+    search_seed = space.plan(space.seeds()[1])
+    compress_stage = vbmf_plan(net, eligible(rows), w=0.8)
+    assert compress_stage  # the comparison is not vacuous
+    for name, choice in compress_stage.items():
+        assert search_seed[name] == choice
+    # the case that once disagreed (round vs int): R = 64, r_vbmf = 10, w = 0.8 -> 20.8
+    assert ar.musco_weaken((64,), (10,), 0.8) == (21,)
 
 
 def test_plans_are_valid_and_names_stable() -> None:
@@ -113,7 +131,7 @@ def test_groups_share_method_and_offset() -> None:
     plan = space.plan(params)
     a, b = (next(x for x in space.layers if x.name == n) for n in ("a", "b"))
     for layer in (a, b):  # the same method and offset, each on its own EVBMF seed and R
-        r_full, r_seed = layer.full["tucker2"], layer.seed["tucker2"]
+        r_full, r_seed = layer.reference["tucker2"], layer.seed["tucker2"]
         expected = tuple(max(1, round((f - 0.5 * (f - s)) / 2)) for s, f in zip(r_seed, r_full, strict=True))
         assert plan[layer.name] == ar.LayerChoice("tucker2", expected)
     assert plan["pw"].method == "svd"

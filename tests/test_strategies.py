@@ -58,10 +58,10 @@ def test_strategy_end_to_end(name: str, baseline: nn.Module, data: DataBundle,
     cfg = CompressConfig(finetune=FAST, admm=AdmmOptions(steps=10, ratio=3.0))
     row, out = compress(name, "tiny_cnn", baseline, data, cfg)
     shape = (1, *data.input_shape)
-    assert row.ratio == pytest.approx(count_params(baseline) / count_params(out.model))
+    assert row.params_ratio == pytest.approx(count_params(baseline) / count_params(out.model))
     assert row.flops_ratio == pytest.approx(count_flops(baseline, shape)
                                             / count_flops(out.model, shape))
-    assert row.ratio > 1 and row.flops_ratio > 1
+    assert row.params_ratio > 1 and row.flops_ratio > 1
     for acc in (row.accuracy_before, row.accuracy_after, row.fine_tune):
         assert 0.0 <= acc <= 1.0
     assert row.accuracy_before > 0.3  # the baseline really is the trained checkpoint
@@ -70,11 +70,11 @@ def test_strategy_end_to_end(name: str, baseline: nn.Module, data: DataBundle,
     folder = save_compressed(tmp_path / name, row, out, config=cfg, baseline=baseline, data=data,
                              dataset="digits")
     saved = json.loads((folder / "results.json").read_text())
-    assert saved["row"]["ratio"] == pytest.approx(row.ratio)
-    assert (folder / "results.csv").read_text().startswith("model,strategy,ratio,flops_ratio,")
+    assert saved["row"]["params_ratio"] == pytest.approx(row.params_ratio)
+    assert (folder / "results.csv").read_text().startswith("model,strategy,params_ratio,flops_ratio,")
     # the model is an export directory: loaded back as plain torch, bit-identical
     info = json.loads((folder / "export.json").read_text())
-    assert info["strategy"] == name and info["params_ratio"] == pytest.approx(row.ratio)
+    assert info["strategy"] == name and info["params_ratio"] == pytest.approx(row.params_ratio)
     assert info["test_accuracy"] == row.fine_tune
     plan = json.loads((folder / "plan.json").read_text())
     assert ("stages" in plan) == (name == "musco")  # every stage of a multi-stage model
@@ -89,12 +89,12 @@ def test_strategy_end_to_end(name: str, baseline: nn.Module, data: DataBundle,
 
 def test_musco_second_stage_compresses_the_factorized_layers_further(
         baseline: nn.Module, data: DataBundle) -> None:
-    cfg = CompressConfig(finetune=FinetuneConfig(steps=0), bn_batches=2,
+    cfg = CompressConfig(finetune=FinetuneConfig(steps=0, bn_batches=2),
                          musco=MuscoOptions(stages=2, w=0.5))
     row, out = compress("musco", "tiny_cnn", baseline, data, cfg)
     first, second = out.table
     assert second["params_ratio"] > first["params_ratio"] > 1
-    assert row.ratio == pytest.approx(second["params_ratio"])
+    assert row.params_ratio == pytest.approx(second["params_ratio"])
     assert all(name.endswith(".1") for name in out.stages[1].plan)
     for name in out.stages[0].plan:  # still 1x1 -> k x k core -> 1x1, with smaller ranks
         layer = out.model.get_submodule(name)
@@ -103,7 +103,7 @@ def test_musco_second_stage_compresses_the_factorized_layers_further(
 
 
 def test_musco_stops_at_the_target_ratio(baseline: nn.Module, data: DataBundle) -> None:
-    cfg = CompressConfig(finetune=FinetuneConfig(steps=0), bn_batches=0,
+    cfg = CompressConfig(finetune=FinetuneConfig(steps=0, bn_batches=0),
                          musco=MuscoOptions(stages=3, w=0.5, target_ratio=1.5))
     _, out = compress("musco", "tiny_cnn", baseline, data, cfg)
     assert len(out.table) == 1 and "reached the target" in out.extra["stop_reason"]
@@ -182,7 +182,7 @@ def test_cli_compress(tiny_checkpoint: Path, tmp_path: Path,
     assert {p.name for p in out.iterdir()} >= {"plan.json", "model.safetensors", "export.json",
                                                "README.md", "results.csv", "results.json"}
     row = json.loads((out / "results.json").read_text())["row"]
-    assert row["strategy"] == "vbmf-tucker2" and row["ratio"] > 1
+    assert row["strategy"] == "vbmf-tucker2" and row["params_ratio"] > 1
 
 
 @pytest.mark.parametrize(("argv", "pattern"), [

@@ -28,7 +28,7 @@ import autorank as ar
 from autorank.cli import main
 from autorank.errors import UserError
 from autorank.sweep import load_run, search
-from autorank.sweep.store import hide_password, open_storage
+from autorank.sweep.storage import hide_password, open_storage
 from autorank.sweep.study import Heartbeat, counts, fail_stale, is_interrupted, quiet_optuna
 
 SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "postgres"

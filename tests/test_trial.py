@@ -7,11 +7,12 @@ from pathlib import Path
 import torch
 
 from autorank import inventory
+from autorank.config import load_space, space_from_dict
 from autorank.data import get_data
 from autorank.metrics import count_flops, count_params
 from autorank.models import get_model, get_model_spec
 from autorank.sweep import trial as trial_module
-from autorank.sweep.space import build_space, load_space, space_from_dict
+from autorank.sweep.space import build_space
 from autorank.sweep.trial import TrialContext, run_trial
 
 
@@ -31,13 +32,13 @@ def test_a_trial_with_the_cached_teacher_equals_a_cold_one(tiny_checkpoint: Path
                             baseline_flops=count_flops(model, shape), data=data, space=space,
                             weights_dir=str(tmp_path / key))
 
-    params = {**space.seed_params(0.5), "trial_number": 0}
-    cold = run_trial(context("cold"), params)
+    params = space.seed_params(0.5)
+    cold = run_trial(context("cold"), 0, params)
     warm_ctx = context("warm")
-    run_trial(warm_ctx, {**space.seed_params(0.2), "trial_number": 1})  # fills the cache
-    warm = run_trial(warm_ctx, params)
+    run_trial(warm_ctx, 1, space.seed_params(0.2))  # fills the cache
+    warm = run_trial(warm_ctx, 0, params)
     assert trial_module._BASELINES["warm"].hits == 8  # the teacher never ran in this trial
-    assert cold["failed"] == warm["failed"] == 0
-    assert cold["val_accuracy"] == warm["val_accuracy"] and cold["plan"] == warm["plan"]
+    assert not cold.failed and not warm.failed
+    assert cold.val_accuracy == warm.val_accuracy and cold.plan == warm.plan
     a, b = (torch.load(tmp_path / k / "trial-0.pt", weights_only=True) for k in ("cold", "warm"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

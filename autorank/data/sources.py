@@ -7,7 +7,6 @@ normalisation and batching happen in :func:`autorank.data.get_data`.
 from __future__ import annotations
 
 import logging
-import os
 import urllib.error
 from pathlib import Path
 from typing import Any
@@ -16,13 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from autorank import _env
 from autorank.data._arrays import RawData, from_numpy
 from autorank.data._registry import register_dataset
 from autorank.errors import UserError
 
 log = logging.getLogger(__name__)
 
-DATA_ENV = "AUTORANK_DATA_DIR"
 _CIFAR_STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
@@ -39,7 +38,8 @@ def _search_dirs(data_dir: Path | None) -> list[Path]:
     # a directory given explicitly is the only place looked at: the variable is the default
     if data_dir is not None:
         return [data_dir]
-    return [Path(os.environ[DATA_ENV])] if os.environ.get(DATA_ENV) else []
+    env = _env.data_dir()
+    return [Path(env)] if env else []
 
 
 def _locate(arg: str, data_dir: Path | None) -> Path:
@@ -96,7 +96,7 @@ def _load_cifar(name: str, arg: str | None, data_dir: Path | None, download: boo
         return _torchvision_cifar(name, root, download)
     raise UserError(
         f"{name} not found: put {name}.npz or torchvision's {folder}/ in the data directory "
-        f"(--data-dir or ${DATA_ENV}), or pass --download to fetch it into {str(root)!r}"
+        f"(--data-dir or ${_env.DATA_DIR}), or pass --download to fetch it into {str(root)!r}"
     )
 
 

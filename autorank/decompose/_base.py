@@ -191,7 +191,7 @@ class FactorCache:
 
 
 class Method(abc.ABC):
-    """A decomposition method: a small strategy over one layer.
+    """A decomposition method over one layer (a "method"; "strategy" names a whole recipe).
 
     Subclasses set ``name``, ``rank_names`` (the order of the rank tuple) and
     ``seed_unfoldings`` (how EVBMF seeds the rank), and implement

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import DegenerateDecompositionError
 from ._base import (
     ConvGeometry,
     Method,
@@ -27,11 +28,6 @@ from ._base import (
     work_weight,
 )
 from ._registry import register_method
-
-
-class DegenerateDecompositionError(ValueError):
-    """A CP decomposition that must not be used: NaN, diverging factors or a useless fit."""
-
 
 # A CP fit whose relative error exceeds 1 is worse than the zero tensor.
 MAX_RELATIVE_ERROR = 1.0

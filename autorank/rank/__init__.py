@@ -20,20 +20,47 @@ __all__ = [
     "evbmf_rank",
     "musco_weaken",
     "rank_from_ratio",
+    "reference_rank",
+    "seed_rank",
     "singular_values",
     "vbmf_rank_for",
 ]
 
 
-def musco_weaken(full: Sequence[int], vbmf: Sequence[int], w: float) -> tuple[int, ...]:
-    """MUSCO's weakened rank ``R - w (R - r_vbmf)`` per entry, never below 1.
+def musco_weaken(full: Sequence[int], vbmf: Sequence[int], w: float, *,
+                 scale: float = 1.0) -> tuple[int, ...]:
+    """MUSCO's weakened rank ``R - w (R - r_vbmf)`` per entry, times ``scale``, rounded to the
+    nearest integer and clipped to ``1..R``.
 
     Gusak et al., "Automated Multi-Stage Compression of Neural Networks", ICCVW 2019: ``w = 1``
-    is the EVBMF rank itself, ``w = 0`` the full rank.
+    is the EVBMF rank itself, ``w = 0`` the full rank ``R``. This is the one rank rule of
+    autorank: the search's plans (``scale`` is a layer's ``2 ** offset``), its MUSCO seed and
+    ``autorank compress --strategy musco`` all go through it.
     """
     if not 0.0 <= w <= 1.0:
         raise ValueError(f"weakening factor w must be in [0, 1], got {w}")
-    return tuple(max(1, int(r - w * (r - v))) for r, v in zip(full, vbmf, strict=True))
+    return tuple(max(1, min(r, round((r - w * (r - v)) * scale)))
+                 for r, v in zip(full, vbmf, strict=True))
+
+
+def reference_rank(method: str, layer: nn.Module, *, fused: bool = False) -> tuple[int, ...]:
+    """MUSCO's ``R``: the rank at which ``method``'s factorization of ``layer`` costs as many
+    params as the dense layer (never above the exact rank), since higher ranks cannot pay off.
+
+    A layer of a later MUSCO stage (``fused``), whose outer factors merge into their
+    neighbours, pays off at any rank below its exact one: there ``R`` is the exact rank.
+    """
+    top = get_method(method).max_rank(layer)
+    if fused:
+        return top
+    same_cost = rank_from_ratio(method, layer, 1.0)
+    return tuple(min(t, s) for t, s in zip(top, same_cost, strict=True))
+
+
+def seed_rank(method: str, layer: nn.Module, *, fused: bool = False) -> tuple[int, ...]:
+    """The EVBMF-seeded rank (:func:`vbmf_rank_for`) clipped to :func:`reference_rank`."""
+    return tuple(min(v, r) for v, r in zip(vbmf_rank_for(method, layer),
+                                            reference_rank(method, layer, fused=fused), strict=True))
 
 
 def energy_rank(singular_values: np.ndarray | torch.Tensor, energy: float) -> int:
@@ -59,15 +86,15 @@ def rank_from_ratio(method: str, layer: nn.Module, ratio: float) -> tuple[int, .
     """
     if ratio <= 0:
         raise ValueError(f"ratio must be positive, got {ratio}")
-    strategy = get_method(method)
-    top = strategy.max_rank(layer)
+    factorization = get_method(method)
+    top = factorization.max_rank(layer)
     if not top:
         return ()
     budget = sum(p.numel() for p in layer.parameters()) / ratio
     lo, hi = 0.0, 1.0
     for _ in range(40):  # bisection on the fraction of the max rank
         mid = (lo + hi) / 2
-        if strategy.num_params(layer, _scaled(top, mid)) <= budget:
+        if factorization.num_params(layer, _scaled(top, mid)) <= budget:
             lo = mid
         else:
             hi = mid
@@ -100,11 +127,11 @@ def vbmf_rank_for(method: str, layer: nn.Module) -> tuple[int, ...]:
     bonds). CP has no such matrix: cp/cp3 get the rank with as many params as tucker2 at its
     EVBMF ranks.
     """
-    strategy = get_method(method)
-    top = strategy.max_rank(layer)
-    if strategy.seed_unfoldings is None:
+    factorization = get_method(method)
+    top = factorization.max_rank(layer)
+    if factorization.seed_unfoldings is None:
         dense = sum(p.numel() for p in layer.parameters())
         tucker_params = get_method("tucker2").num_params(layer, vbmf_rank_for("tucker2", layer))
         return rank_from_ratio(method, layer, dense / tucker_params)
-    rank = tuple(_unfolding_rank(layer, rows) for rows in strategy.seed_unfoldings)
+    rank = tuple(_unfolding_rank(layer, rows) for rows in factorization.seed_unfoldings)
     return tuple(min(r, t) for r, t in zip(rank, top, strict=True))

@@ -25,10 +25,15 @@ from ._common import (
     StrategyContext,
     compress,
 )
-from ._final import plan_strategies, train_plan
 from ._io import read_plan, save_compressed
 from ._plans import apply_stage, dense_weight, merge_into_neighbours, rebuild, vbmf_plan
-from ._registry import get_strategy, list_strategies, register_strategy
+from ._registry import (
+    get_strategy,
+    list_strategies,
+    plan_strategies,
+    register_strategy,
+    train_plan,
+)
 from .admm import AdmmPenalty, admm_plan, admm_train
 
 __all__ = [

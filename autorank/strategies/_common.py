@@ -1,11 +1,10 @@
 """What every strategy shares: its config, its context, its outcome, the results row, and the
-measuring and training steps (evaluate, BN recalibration, fine-tune with distillation).
+measuring and training steps (evaluate; recover: BN recalibration, fine-tune with distillation).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -14,13 +13,11 @@ from typing import Any
 from torch import nn
 
 from ..data import DataBundle
-from ..engine import FinetuneConfig, FinetuneResult, evaluate, finetune, recalibrate_bn
+from ..engine import FinetuneConfig, FinetuneResult, evaluate, recover
 from ..errors import UserError
 from ..metrics import count_flops, count_params
 from ..types import Plan
 from ._registry import get_strategy
-
-log = logging.getLogger(__name__)
 
 ADMM_METHODS = ("tucker2", "tt")
 
@@ -53,9 +50,8 @@ class AdmmOptions:
 class CompressConfig:
     """Options shared by every strategy; the strategy-specific ones are nested."""
 
+    # every fine-tune's recipe, BN recalibration and distillation from the baseline included
     finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(steps=200))
-    distill: bool = True  # the dense baseline is the teacher (Hinton et al. 2015)
-    bn_batches: int = 20  # BatchNorm recalibration before every fine-tune; 0 skips it
     eval_limit: int | None = None  # evaluate on the first N images of a split only
     keep_ends: bool = True  # the first conv and the classifier stay dense
     exclude: tuple[str, ...] = ()  # more layers to keep dense, by dotted-name glob
@@ -76,7 +72,6 @@ class CompressConfig:
             (a.rho > 0 and a.rho_max >= a.rho and a.rho_growth >= 1,
              "need rho > 0, rho_max >= rho and rho_growth >= 1"),
             (a.update_every >= 1, f"update_every must be >= 1, got {a.update_every}"),
-            (self.bn_batches >= 0, f"bn_batches must be >= 0, got {self.bn_batches}"),
             (self.eval_limit is None or self.eval_limit > 0, "eval limit must be positive"),
         ]
         for ok, message in checks:
@@ -119,13 +114,13 @@ class Compressed:
 class ResultRow:
     """The reference slides' columns, plus wall time and the raw counts behind the ratios.
 
-    ``ratio`` and ``flops_ratio`` are before / after (FLOPs: multiply-add = 2); accuracies are
+    ``params_ratio`` and ``flops_ratio`` are before / after (FLOPs: multiply-add = 2); accuracies are
     top-1 on the test split (or its first ``test_images``), in [0, 1].
     """
 
     model: str
     strategy: str
-    ratio: float
+    params_ratio: float
     flops_ratio: float
     accuracy_before: float
     accuracy_after: float
@@ -153,20 +148,13 @@ def val_accuracy(model: nn.Module, ctx: StrategyContext) -> float:
 
 
 def train_compressed(model: nn.Module, ctx: StrategyContext) -> FinetuneResult | None:
-    """BN recalibration, then the configured fine-tune, distilling from the baseline.
+    """``ctx.config.finetune`` applied to ``model`` by :func:`autorank.engine.recover` (BN
+    recalibration, then the fine-tune, distilling from the baseline unless switched off).
 
     Returns None when the fine-tune has no steps.
     """
-    cfg = ctx.config
-    if cfg.bn_batches:
-        recalibrate_bn(model, ctx.data, batches=cfg.bn_batches, device=cfg.device)
-    if cfg.finetune.steps == 0:
-        return None
-    teacher = ctx.baseline if cfg.distill else None
-    result = finetune(model, ctx.data, cfg.finetune, teacher=teacher, device=cfg.device)
-    log.info("fine-tuned %d steps in %.0f s, final loss %.3f", result.steps, result.seconds,
-             result.final_loss)
-    return result
+    return recover(model, ctx.data, ctx.config.finetune, teacher=ctx.baseline,
+                   device=ctx.config.device)
 
 
 def ratio(before: int, after: int) -> float:

@@ -13,9 +13,18 @@ from typing import Any
 from torch import nn
 
 from .._card import model_card
+from .._io import atomic_write
+from ..bundle import (
+    check_round_trip,
+    describe,
+    prepare_out,
+    read_plan_file,
+    sample_inputs,
+    write_bundle,
+)
 from ..data import DataBundle
 from ..errors import UserError
-from ..types import Plan, plan_from_json
+from ..types import Plan
 from ._common import CompressConfig, Compressed, ResultRow
 
 log = logging.getLogger(__name__)
@@ -30,7 +39,7 @@ def _plain(value: Any) -> Any:
 def save_compressed(out: str | os.PathLike[str], row: ResultRow, result: Compressed, *,
                     config: CompressConfig, baseline: nn.Module, data: DataBundle,
                     dataset: str, latency_batch: int = 32, **about: Any) -> Path:
-    """Write a strategy's model as an export directory (``autorank.exporter``: ``plan.json``
+    """Write a strategy's model as an export directory (``autorank.bundle``: ``plan.json``
     with every stage, ``model.safetensors``, ``export.json``, the model card ``README.md``;
     ``ar.load_exported`` loads it), plus ``results.csv`` / ``results.json`` (the row; stages,
     options and extras in the JSON) and, for multi-stage strategies, ``stages.csv``.
@@ -49,9 +58,6 @@ def save_compressed(out: str | os.PathLike[str], row: ResultRow, result: Compres
     Raises:
         UserError: ``out`` is a file or holds other files.
     """
-    from ..exporter import check_round_trip, describe, prepare_out, write_bundle
-    from ..sweep.store import atomic_write
-
     folder = prepare_out(out)
     stages = [(s.plan, s.fuse) for s in result.stages]
     info = write_bundle(
@@ -63,8 +69,7 @@ def save_compressed(out: str | os.PathLike[str], row: ResultRow, result: Compres
                  accuracy_after=row.accuracy_after, test_images=row.test_images,
                  results=row.to_dict(), **about),
         stages=stages if len(stages) > 1 or stages[0][1] else None)
-    x, _ = next(data.batches("test", batch_size=16))
-    check_round_trip(result.model, folder, x.cpu())
+    check_round_trip(result.model, folder, sample_inputs(data))
     atomic_write(folder / "README.md", model_card(info, stages[0][0], stages))
     record = row.to_dict()
     _write_csv(folder / RESULTS_CSV, [record])
@@ -90,16 +95,8 @@ def read_plan(path: str | os.PathLike[str]) -> Plan:
     Raises:
         UserError: missing file, bad JSON, or a multi-stage plan.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"plan file {str(file)!r} does not exist")
-    try:
-        data = json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"plan file {str(file)!r} is not JSON ({err})") from None
-    if isinstance(data, dict) and "stages" in data:
-        if len(data["stages"]) != 1:
-            raise UserError(f"plan file {str(file)!r} has {len(data['stages'])} stages; "
-                            "a rank plan has exactly one")
-        data = data["stages"][0]["plan"]
-    return plan_from_json(data)
+    plan, stages = read_plan_file(path)
+    if len(stages) != 1:
+        raise UserError(f"plan file {str(path)!r} has {len(stages)} stages; "
+                        "a rank plan has exactly one")
+    return plan

@@ -4,7 +4,6 @@ factorized layers (the projections ADMM needs).
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 from collections.abc import Iterable, Sequence
 
@@ -13,8 +12,8 @@ from torch import nn
 
 from ..decompose import apply_plan, get_method, set_submodule
 from ..decompose._base import ConvGeometry, conv_like, layer_bias, linear_like, weight_of
-from ..inventory import inventory
-from ..rank import musco_weaken, rank_from_ratio
+from ..inventory import eligible, inventory
+from ..rank import musco_weaken, reference_rank, seed_rank
 from ..types import LayerChoice, LayerInfo, Plan
 from ._common import CompressConfig, Stage
 
@@ -24,14 +23,8 @@ log = logging.getLogger(__name__)
 def eligible_rows(model: nn.Module, config: CompressConfig,
                   input_shape: Sequence[int]) -> list[LayerInfo]:
     """Inventory rows of ``model`` a strategy may factorize (ends and ``exclude`` left out)."""
-    rows = inventory(model, input_shape)
-    skip: set[str] = set()
-    convs = [r.name for r in rows if r.kind == "conv2d"]
-    linears = [r.name for r in rows if r.kind == "linear"]
-    if config.keep_ends:
-        skip.update(convs[:1] + linears[-1:])
-    return [r for r in rows if r.name not in skip
-            and not any(fnmatch.fnmatchcase(r.name, g) for g in config.exclude)]
+    return eligible(inventory(model, input_shape), exclude_first_conv=config.keep_ends,
+                    exclude_classifier=config.keep_ends, exclude=config.exclude)
 
 
 def recipe_method(row: LayerInfo) -> str | None:
@@ -42,26 +35,19 @@ def recipe_method(row: LayerInfo) -> str | None:
     return None
 
 
-def weakened_rank(method: str, layer: nn.Module, vbmf: Sequence[int], w: float, *,
-                  fused: bool) -> tuple[int, ...]:
-    """MUSCO's rank ``R - w (R - r_vbmf)`` (Gusak et al. 2019).
-
-    ``R`` is the rank at which the factorization costs as much as the layer; for a layer of an
-    earlier stage (``fused``), whose outer factors merge into their neighbours, any lower rank
-    pays off and ``R`` is the layer's own full rank.
-    """
-    top = get_method(method).max_rank(layer)
-    full = top if fused else tuple(
-        min(t, s) for t, s in zip(top, rank_from_ratio(method, layer, 1.0), strict=True))
-    return musco_weaken(full, tuple(min(v, f) for v, f in zip(vbmf, full, strict=True)), w)
+def weakened_rank(method: str, layer: nn.Module, w: float, *, fused: bool) -> tuple[int, ...]:
+    """MUSCO's rank ``R - w (R - r_vbmf)`` (Gusak et al. 2019), by the rule the search uses
+    (:func:`autorank.rank.musco_weaken` over :func:`autorank.rank.reference_rank`)."""
+    return musco_weaken(reference_rank(method, layer, fused=fused),
+                        seed_rank(method, layer, fused=fused), w)
 
 
 def pays_off(method: str, layer: nn.Module, rank: Sequence[int], *, fused: bool) -> bool:
     """A factorization worth making: fewer params, or (``fused``) a rank below the full one."""
-    strategy = get_method(method)
+    factorization = get_method(method)
     if fused:
-        return any(r < t for r, t in zip(rank, strategy.max_rank(layer), strict=True))
-    return strategy.num_params(layer, rank) < sum(p.numel() for p in layer.parameters())
+        return any(r < t for r, t in zip(rank, factorization.max_rank(layer), strict=True))
+    return factorization.num_params(layer, rank) < sum(p.numel() for p in layer.parameters())
 
 
 def vbmf_plan(model: nn.Module, rows: Iterable[LayerInfo], *, w: float = 1.0,
@@ -76,9 +62,8 @@ def vbmf_plan(model: nn.Module, rows: Iterable[LayerInfo], *, w: float = 1.0,
         if method is None:
             continue
         layer = model.get_submodule(row.name)
-        vbmf = row.vbmf_ranks[method]
-        rank = vbmf if w == 1.0 and not fused else weakened_rank(method, layer, vbmf, w,
-                                                                 fused=fused)
+        rank = (row.vbmf_ranks[method] if w == 1.0 and not fused
+                else weakened_rank(method, layer, w, fused=fused))
         if pays_off(method, layer, rank, fused=fused):
             plan[row.name] = LayerChoice(method, rank)
         else:

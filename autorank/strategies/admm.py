@@ -22,7 +22,7 @@ from torch import nn
 
 from ..decompose import apply_plan, get_method, validate_plan
 from ..decompose._base import weight_of
-from ..engine import finetune
+from ..engine import recover
 from ..errors import UserError
 from ..rank import rank_from_ratio
 from ..types import LayerChoice, Plan
@@ -152,11 +152,10 @@ def admm_train(model: nn.Module, plan: Plan, ctx: StrategyContext) -> AdmmPenalt
     opts = ctx.config.admm
     model.to(ctx.config.device)
     hook = AdmmPenalty.start(model, plan, opts, lr=ctx.config.finetune.lr)
-    if opts.steps:
-        cfg = dataclasses.replace(ctx.config.finetune, steps=opts.steps, epochs=None,
-                                  schedule="constant")
-        teacher = ctx.baseline if ctx.config.distill else None
-        finetune(model, ctx.data, cfg, teacher=teacher, device=ctx.config.device, hook=hook)
+    # the dense model's BatchNorm statistics are trained already: no recalibration first
+    recipe = dataclasses.replace(ctx.config.finetune, steps=opts.steps, epochs=None,
+                                 schedule="constant", bn_batches=0)
+    recover(model, ctx.data, recipe, teacher=ctx.baseline, device=ctx.config.device, hook=hook)
     log.info("admm: distance to the constraint %.4f -> %.4f, rho %.3g", hook.distances[0],
              hook.distances[-1], hook.rho)
     return hook
@@ -176,7 +175,7 @@ def train_plan(ctx: StrategyContext, plan: Plan) -> Compressed:
     return Compressed(model, [Stage(plan)], after, test_accuracy(model, ctx), extra=extra)
 
 
-@register_strategy("admm")
+@register_strategy("admm", train_plan=train_plan)
 def admm(ctx: StrategyContext) -> Compressed:
     """ADMM training of the dense model towards the plan, exact factorization, fine-tune."""
     plan = admm_plan(ctx)

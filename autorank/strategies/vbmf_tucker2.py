@@ -29,7 +29,7 @@ def train_plan(ctx: StrategyContext, plan: Plan) -> Compressed:
     return Compressed(model, [Stage(plan)], after, test_accuracy(model, ctx))
 
 
-@register_strategy("vbmf-tucker2")
+@register_strategy("vbmf-tucker2", train_plan=train_plan)
 def vbmf_tucker2(ctx: StrategyContext) -> Compressed:
     """Factorize every eligible layer at its EVBMF rank at once, then fine-tune."""
     plan = vbmf_plan(ctx.baseline, eligible_rows(ctx.baseline, ctx.config, ctx.input_shape))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,12 +19,13 @@ from ..types import plan_from_json
 from .report import FRONT_COLUMNS, smallest_within
 
 if TYPE_CHECKING:
-    from .runner import SearchResult
+    from .results import SearchResult
 
 # (column, axis title) of each accuracy plot; latency is measured at batch 1
 AXES = (("params", "parameters"), ("flops", "FLOPs (multiply-add = 2)"),
         ("latency_ms", "latency at batch 1 (ms)"))
-TRIAL_COLUMNS = ["number", "state", "val_accuracy", "params", "flops", "latency_ms",
+# the page's trials table: these columns of trials.csv
+SHOWN_COLUMNS = ["number", "state", "val_accuracy", "params", "flops", "latency_ms",
                  "params_ratio", "flops_ratio", "duration_s", "error"]
 
 
@@ -50,7 +52,7 @@ def _hover(frame: pd.DataFrame) -> list[str]:
             f"{r.params_ratio:.2f}x<br>{plan_text(str(r.plan))}" for r in frame.itertuples()]
 
 
-def pareto_figure(trials: pd.DataFrame, front: pd.DataFrame, baseline: dict[str, Any]) -> Any:
+def pareto_figure(trials: pd.DataFrame, front: pd.DataFrame, baseline: Mapping[str, Any]) -> Any:
     """Validation accuracy against params, FLOPs and latency: all trials, the front joined, the
     baseline as a red star; hovering a point shows its trial number and plan."""
     go = _plotly()
@@ -164,7 +166,7 @@ def html_page(result: SearchResult) -> str:
         "<h2>Accuracy against cost</h2>", plots, heat,
         f"<h2>Pareto front ({len(front)} trials)</h2>",
         _table(front, [*FRONT_COLUMNS, "flops", "plan"]),
-        f"<h2>All trials ({len(trials)})</h2>", _table(trials, [*TRIAL_COLUMNS, "plan"]),
+        f"<h2>All trials ({len(trials)})</h2>", _table(trials, [*SHOWN_COLUMNS, "plan"]),
         f"<script type=\"application/json\" id=\"front-trials\">"
         f"{json.dumps([int(n) for n in front['number']] if len(front) else [])}</script>",
         "</body></html>"])
@@ -172,7 +174,7 @@ def html_page(result: SearchResult) -> str:
 
 def write_html(result: SearchResult, path: str | os.PathLike[str] | None = None) -> Path:
     """Write :func:`html_page` to ``path`` (default ``report.html`` in the run directory)."""
-    from .store import atomic_write
+    from .._io import atomic_write
 
     target = Path(path) if path else result.path / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)

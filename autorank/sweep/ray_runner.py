@@ -17,17 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..config import objective_metrics
 from ..errors import UserError
-from .store import record
+from ..types import TrialOutcome
 from .study import Gate, Heartbeat, ask_new
+from .table import record
 from .trial import TrialContext, run_trial
 
 log = logging.getLogger(__name__)
-
-# Keys of a trial's outcome that Ray Tune carries back to the driver.
-_REPORTED = ("failed", "error", "plan", "val_accuracy", "params", "flops", "latency_ms",
-             "latency_batch_ms", "params_ratio", "flops_ratio", "duration_s", "finetune_s",
-             "evaluate_s")
 
 
 @dataclass(frozen=True)
@@ -53,15 +50,14 @@ def _context(handle: _ContextHandle) -> TrialContext:
 
 
 def _trainable(config: dict[str, Any], handle: _ContextHandle) -> None:
+    """One Tune trial: ``config`` is ``{"number": the Optuna trial's number, "params": its
+    draws}`` (see ``StudySearch.suggest``)."""
     from ray import tune
 
-    outcome = run_trial(_context(handle), config)
-    if outcome["failed"]:
-        # Tune checks the searcher's metrics are in every result: send neutral values, the
-        # searcher sees the flag and tells Optuna FAIL.
-        for key in ("val_accuracy", "params", "flops", "latency_ms"):
-            outcome.setdefault(key, 0)
-    tune.report({k: outcome[k] for k in _REPORTED if k in outcome})
+    outcome = run_trial(_context(handle), config["number"], config["params"])
+    # A failed trial's metrics go as 0 (Tune checks the searcher's metrics are in every
+    # result); the searcher sees the flag and tells Optuna FAIL.
+    tune.report(outcome.report())
 
 
 def _searcher_class() -> type:
@@ -97,7 +93,7 @@ def _searcher_class() -> type:
                 return finished
             ot_trial, params = asked
             self._ot_trials[trial_id] = ot_trial
-            return params
+            return {"number": ot_trial.number, "params": params}
 
         def save(self, checkpoint_path: str) -> None:
             # The Optuna study in its storage is the searcher's state, and a resume builds a
@@ -112,10 +108,10 @@ def _searcher_class() -> type:
             ot_trial = self._ot_trials.get(trial_id)
             if ot_trial is None or trial_id in self._completed_trials:
                 return
-            outcome = dict(result or {})
-            if error or not outcome:
-                outcome = {"failed": 1, "error": outcome.get("error") or
-                           "the trial's worker process died or raised outside the trial"}
+            reported = dict(result or {})
+            outcome = TrialOutcome.from_report(reported) if reported and not error else \
+                TrialOutcome(failed=True, error=reported.get("error") or
+                             "the trial's worker process died or raised outside the trial")
             record(self._ot_study, ot_trial, outcome, self._objective_metrics, self._floor)
             self._heartbeat.discard(ot_trial._trial_id)
             self._completed_trials.add(trial_id)
@@ -199,8 +195,6 @@ def run_ray(
     """Run trials, ``parallel`` at a time, through Ray Tune + OptunaSearch, until the study
     (shared with any other driver) holds ``budget`` finished trials."""
     from ray import tune
-
-    from .space import objective_metrics
 
     metrics, modes = objective_metrics(ctx.space.config)
     with Heartbeat(study) as heartbeat:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,7 @@ import pandas as pd
 from ..errors import UserError
 
 if TYPE_CHECKING:
-    from .runner import SearchResult
+    from .results import SearchResult
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def smallest_within(front: pd.DataFrame, baseline_accuracy: float, drop: float,
     return ok.sort_values(size).iloc[0]
 
 
-def front_text(front: pd.DataFrame, baseline: dict[str, Any]) -> str:
+def front_text(front: pd.DataFrame, baseline: Mapping[str, Any]) -> str:
     """The front as an aligned table, then the smallest models within 1 and 2 pp of the baseline."""
     cols = [c for c in FRONT_COLUMNS if c in front]
     lines = [
@@ -59,7 +60,7 @@ def front_text(front: pd.DataFrame, baseline: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_front(trials: pd.DataFrame, front: pd.DataFrame, baseline: dict[str, Any],
+def plot_front(trials: pd.DataFrame, front: pd.DataFrame, baseline: Mapping[str, Any],
                path: Path) -> None:
     """Accuracy against params, FLOPs and latency at batch 1, every trial grey, the front
     joined, the baseline marked; written as a PNG."""
@@ -107,9 +108,11 @@ def sync_run(path: str | os.PathLike[str], *, storage: str | None = None) -> Sea
     """
     import optuna
 
-    from .runner import load_run, run_storage
-    from .store import RunDir, open_storage, trials_frame, write_frame
+    from .results import load_run
+    from .rundir import RunDir
+    from .storage import open_storage, run_storage
     from .study import fail_stale
+    from .table import trials_frame, write_frame
 
     result = load_run(path)
     cfg = result.config

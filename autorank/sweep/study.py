@@ -236,8 +236,8 @@ def ask_new(study: Any, space: Any, heartbeat: Heartbeat | None = None
             trial = study.ask()
         if heartbeat is not None:
             heartbeat.add(trial._trial_id)
-        extra = space.suggest(trial)
-        params = {**trial.params, **extra}
+        space.suggest(trial)
+        params = dict(trial.params)
         try:
             plan_json = plan_to_json(space.plan(params))
         except Exception:  # the trial records why its plan cannot be built

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import time
 import traceback
 from collections.abc import Mapping
@@ -15,12 +16,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._env import injected_faults
 from ..data import DataBundle
 from ..decompose import apply_plan
-from ..engine import NonFiniteLossError, TeacherCache, evaluate, finetune, recalibrate_bn
-from ..metrics import count_flops, count_params, measure_latency, num_threads
+from ..engine import FinetuneConfig, TeacherCache, evaluate, recover
+from ..errors import NonFiniteLossError
+from ..metrics import measure_cost
 from ..models import get_model
-from ..types import Plan, plan_to_json
+from ..runtime import num_threads
+from ..types import Plan, TrialOutcome, plan_to_json
 from .space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -65,68 +69,53 @@ def _teacher(ctx: TrialContext) -> TeacherCache:
     return _BASELINES[ctx.key]
 
 
-def train_and_measure(ctx: TrialContext, model: nn.Module) -> dict[str, Any]:
-    """A trial's recipe on any compressed ``model``: BatchNorm recalibration, the fine-tune
-    with distillation from the baseline, validation accuracy, params, FLOPs, latency.
+def recipe(ctx: TrialContext) -> FinetuneConfig:
+    """The fine-tune every trial of ``ctx`` gets: the space's, seeded by the search's seed."""
+    return dataclasses.replace(ctx.space.config.finetune, seed=ctx.seed)
+
+
+def train_and_measure(ctx: TrialContext, model: nn.Module) -> TrialOutcome:
+    """A trial's recipe on any compressed ``model``: :func:`autorank.engine.recover` (BN
+    recalibration, the fine-tune with distillation from the baseline), validation accuracy,
+    then params, FLOPs and latency.
 
     ``run_trial`` calls it on the plan's model; benches call it on models compressed another
     way (pruning, say), so that both are measured by exactly the same recipe.
     """
     teacher = _teacher(ctx)
     model = model.to(ctx.device)
-    cfg = ctx.space.config.finetune
-    shape = (1, *ctx.data.input_shape)
-    times: dict[str, float] = {}
     start = time.perf_counter()
-    if cfg.bn_batches:
-        recalibrate_bn(model, ctx.data, batches=cfg.bn_batches, batch_size=cfg.batch_size,
-                       device=ctx.device)
-    if cfg.steps:
-        finetune(model, ctx.data, steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size,
-                 teacher=teacher if cfg.distill else None, kd_alpha=cfg.kd_alpha,
-                 kd_temperature=cfg.kd_temperature, device=ctx.device, seed=ctx.seed)
-    times["finetune_s"] = time.perf_counter() - start
+    recover(model, ctx.data, recipe(ctx), teacher=teacher, device=ctx.device)
+    finetune_s = time.perf_counter() - start
     start = time.perf_counter()
     accuracy = evaluate(model, ctx.data, "val", device=ctx.device)
-    times["evaluate_s"] = time.perf_counter() - start
+    evaluate_s = time.perf_counter() - start
     model = model.to("cpu") if ctx.device == "cpu" else model
-    params, flops = count_params(model), count_flops(model, shape)
-    return {
-        "val_accuracy": accuracy,
-        "params": params,
-        "flops": flops,
-        "params_ratio": ctx.baseline_params / params,
-        "flops_ratio": ctx.baseline_flops / flops if flops else math.inf,
-        "latency_ms": measure_latency(model, shape, repeats=10, warmup=2),
-        "latency_batch_ms": measure_latency(model, shape, batch_size=ctx.space.config.latency_batch,
-                                            repeats=5, warmup=1),
-        **times,
-    }
+    cost = measure_cost(model, ctx.data.input_shape, latency_batch=ctx.space.config.latency_batch)
+    return TrialOutcome(
+        val_accuracy=accuracy, params=cost.params, flops=cost.flops,
+        latency_ms=cost.latency_ms, latency_batch_ms=cost.latency_batch_ms,
+        params_ratio=ctx.baseline_params / cost.params,
+        flops_ratio=ctx.baseline_flops / cost.flops if cost.flops else math.inf,
+        finetune_s=finetune_s, evaluate_s=evaluate_s)
 
 
-FAULT_ENV = "AUTORANK_INJECT_FAULT"
+TRIAL_FAULTS = ("raise", "nan", "oom", "kill")
 
 
 def injected_fault(number: int | None) -> str | None:
-    """The fault ``$AUTORANK_INJECT_FAULT`` asks for at trial ``number``, if any.
+    """The fault ``$AUTORANK_INJECT_FAULT`` asks for at trial ``number`` (``raise:3``), if any.
 
-    The variable holds ``kind:N`` pairs separated by commas (kinds: ``raise``, ``nan``, ``oom``,
-    ``kill``). It exists so that the fault-handling guarantees (README, "Guarantees") are tested
-    through the real runners; it is unset in normal use.
+    It exists so that the fault-handling guarantees (README, "Guarantees") are tested through
+    the real runners; it is unset in normal use.
     """
-    import os
-
-    spec = os.environ.get(FAULT_ENV, "")
-    for item in filter(None, spec.split(",")):
-        kind, _, at = item.partition(":")
-        if at.strip().isdigit() and int(at) == number:
-            return kind.strip()
+    for kind, where in injected_faults():
+        if kind in TRIAL_FAULTS and where.isdigit() and int(where) == number:
+            return kind
     return None
 
 
 def _apply_fault(kind: str | None, ctx: TrialContext) -> TrialContext:
-    import os
-
     if kind == "raise":
         raise RuntimeError("injected fault")
     if kind == "oom":
@@ -135,50 +124,45 @@ def _apply_fault(kind: str | None, ctx: TrialContext) -> TrialContext:
         os._exit(13)  # the worker process dies mid-trial, as under the OOM killer
     if kind == "nan":
         # a learning rate that makes the fine-tune diverge for real
-        cfg = dataclasses.replace(ctx.space.config.finetune, lr=1e12, steps=max(
-            ctx.space.config.finetune.steps, 5))
+        finetune = ctx.space.config.finetune
+        cfg = dataclasses.replace(finetune, lr=1e12, steps=max(finetune.steps or 0, 5), epochs=None)
         space = dataclasses.replace(ctx.space, config=dataclasses.replace(ctx.space.config,
                                                                           finetune=cfg))
         return dataclasses.replace(ctx, space=space)
     return ctx
 
 
-def run_trial(ctx: TrialContext, params: Mapping[str, Any], *, plan: Plan | None = None
-              ) -> dict[str, Any]:
-    """Run one trial and return its metrics; never raises for a trial's own failure.
+def run_trial(ctx: TrialContext, number: int | None, params: Mapping[str, Any], *,
+              plan: Plan | None = None) -> TrialOutcome:
+    """Run trial ``number`` and return its outcome; never raises for a trial's own failure.
 
     The plan is ``ctx.space.plan(params)``, or ``plan`` when given (a fixed recipe measured
-    under exactly the same fine-tune and measurements, as the benches do).
-
-    Returns:
-        A flat dict: ``failed`` (0/1), ``error`` (the reason, when failed), ``plan`` (JSON),
-        ``val_accuracy``, ``params``, ``flops``, ``params_ratio``, ``flops_ratio``,
-        ``latency_ms`` (batch 1), ``latency_batch_ms``, ``finetune_s``, ``evaluate_s``,
-        ``duration_s``.
+    under exactly the same fine-tune and measurements, as the benches do). The trained
+    weights are kept in ``ctx.weights_dir`` as ``trial-<number>.pt`` when both are set.
     """
     start = time.perf_counter()
-    out: dict[str, Any] = {"failed": 1, "error": "", "plan": "{}"}
+    plan_json = "{}"
     try:
         with num_threads(ctx.threads):
-            ctx = _apply_fault(injected_fault(params.get("trial_number")), ctx)
+            ctx = _apply_fault(injected_fault(number), ctx)
             plan = ctx.space.plan(params) if plan is None else plan
-            out["plan"] = plan_to_json(plan)
+            plan_json = plan_to_json(plan)
             model = apply_plan(_teacher(ctx).teacher, plan)
-            out.update(train_and_measure(ctx, model))
-            if not math.isfinite(out["val_accuracy"]):
+            outcome = train_and_measure(ctx, model)
+            if outcome.val_accuracy is None or not math.isfinite(outcome.val_accuracy):
                 raise NonFiniteLossError("validation accuracy is not finite")
-            if ctx.weights_dir is not None and "trial_number" in params:
-                _save_weights(model, Path(ctx.weights_dir), int(params["trial_number"]))
-        out["failed"] = 0
+            if ctx.weights_dir is not None and number is not None:
+                _save_weights(model, Path(ctx.weights_dir), number)
+        outcome = dataclasses.replace(outcome, plan=plan_json)
     except Exception as err:
         # A plan that cannot be built, a diverging fine-tune, an out-of-memory or any other
         # fault is a result of this trial, not of the search: record why and go on.
-        out["error"] = f"{type(err).__name__}: {err}"
-        log.warning("trial failed: %s", out["error"])
+        outcome = TrialOutcome(failed=True, error=f"{type(err).__name__}: {err}", plan=plan_json)
+        log.warning("trial failed: %s", outcome.error)
         log.debug("%s", traceback.format_exc())
-    out["duration_s"] = time.perf_counter() - start
+    outcome = dataclasses.replace(outcome, duration_s=time.perf_counter() - start)
     release_memory()
-    return out
+    return outcome
 
 
 def release_memory() -> None:

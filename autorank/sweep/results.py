@@ -1,0 +1,79 @@
+"""A run read back from its directory: the trials, the front, the baseline, trained models."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ..config import SearchConfig, load_config, objective_metrics
+from ..decompose import apply_plan
+from ..errors import UserError
+from ..types import Baseline, plan_from_json
+from .pareto import pareto_front
+from .rundir import RunDir
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """A finished (or partly finished) run, read back from its directory."""
+
+    path: Path
+    config: SearchConfig
+    trials: pd.DataFrame
+    baseline: Baseline
+
+    def pareto(self) -> pd.DataFrame:
+        """The front of the trials, with the test accuracy the search measured when it finished
+        (NaN for a front trial it did not measure: one run later, or by another driver)."""
+        pareto_csv = RunDir(self.path).pareto
+        if self.trials.empty:
+            return pd.read_csv(pareto_csv) if pareto_csv.exists() else self.trials
+        metrics, modes = objective_metrics(self.config.space)
+        front = pareto_front(self.trials, metrics, modes).drop(columns="test_accuracy",
+                                                                errors="ignore")
+        measured = (pd.read_csv(pareto_csv, usecols=["number", "test_accuracy"])
+                    if pareto_csv.exists() else pd.DataFrame(columns=["number", "test_accuracy"]))
+        return front.merge(measured, on="number", how="left")
+
+    def trial_model(self, baseline: nn.Module, number: int) -> nn.Module | None:
+        """Trial ``number``'s plan applied to (a copy of) ``baseline`` with the fine-tuned
+        weights the run kept; None when it kept none for that trial."""
+        rows = self.trials[self.trials["number"] == number] if len(self.trials) else self.trials
+        if not len(rows):
+            return None
+        return trained_model(baseline, str(rows.iloc[0]["plan"]),
+                             RunDir(self.path).weights / f"trial-{number}.pt")
+
+
+def trained_model(baseline: nn.Module, plan_json: str, weights: Path) -> nn.Module | None:
+    """``plan_json`` applied to (a copy of) ``baseline`` with the state dict in ``weights``
+    (loaded as data: ``weights_only``); None when that file does not exist."""
+    if not weights.exists():
+        return None
+    model = apply_plan(baseline, plan_from_json(plan_json))
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return model
+
+
+def load_run(path: str | os.PathLike[str]) -> SearchResult:
+    """Read a run directory written by :func:`search`.
+
+    Raises:
+        UserError: the directory holds no run.
+    """
+    run = RunDir(Path(path).expanduser().resolve())
+    if not run.config.exists():
+        raise UserError(f"{str(run.path)!r} holds no autorank run (no config.yaml)")
+    trials = (pd.read_csv(run.trials, dtype={"error": str, "plan": str})
+              if run.trials.exists() else pd.DataFrame())
+    if "error" in trials:
+        trials["error"] = trials["error"].fillna("")
+    baseline = Baseline.from_json(json.loads(run.baseline.read_text())) if run.baseline.exists() \
+        else Baseline()
+    return SearchResult(run.path, load_config(run.config), trials, baseline)
