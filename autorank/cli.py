@@ -103,7 +103,14 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<data>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--finetune-steps", type=int, default=None, help="fine-tune steps per trial")
+    p.add_argument("--finetune-steps", type=int, default=None,
+                   help="one rung: every trial fine-tunes this many steps (no promotions)")
+    p.add_argument("--min-steps", type=int, default=None,
+                   help="multi-fidelity: steps of the first rung (every trial)")
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="multi-fidelity: steps of the top rung (the front is judged there)")
+    p.add_argument("--eta", type=int, default=None,
+                   help="multi-fidelity: the best 1/eta of a rung go on with eta x the steps")
     p.add_argument("--runner", choices=["ray", "local"], default=None,
                    help="ray (default): Ray Tune; local: in-process, one trial at a time")
     p.add_argument("--val-source", choices=["auto", "train", "test"], default=None,
@@ -121,7 +128,8 @@ def _search(args: argparse.Namespace) -> int:
 
     objectives = args.objectives.split(",") if args.objectives else None
     cfg = make_config(
-        space=args.space, finetune_steps=args.finetune_steps, objectives=objectives,
+        space=args.space, finetune_steps=args.finetune_steps, min_steps=args.min_steps,
+        max_steps=args.max_steps, eta=args.eta, objectives=objectives,
         model=args.model, dataset=args.dataset, data_dir=args.data_dir, download=args.download or None,
         checkpoint=resolve_checkpoint(args.checkpoint), budget=args.budget,
         parallel=args.parallel, cpus_per_trial=args.cpus_per_trial,
@@ -142,7 +150,8 @@ def _print_progress(p: Any) -> None:
         top = p.front.sort_values("params").iloc[0]
         best = f" | front {len(p.front)}, smallest {top['params_ratio']:.2f}x params at val " \
                f"{top['val_accuracy']:.3f}"
-    line = (f"[{p.done}/{p.budget}] {p.failed} failed | {_clock(p.elapsed_s)} elapsed, "
+    rungs = f" | rungs {'/'.join(str(n) for n in p.per_rung)}" if p.per_rung else ""
+    line = (f"[{p.done}/{p.budget}] {p.failed} failed{rungs} | {_clock(p.elapsed_s)} elapsed, "
             f"~{_clock(p.eta_s)} left{best}")
     end = "\r" if sys.stderr.isatty() else "\n"
     print(line.ljust(100), end=end, file=sys.stderr, flush=True)
@@ -165,13 +174,14 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 @command("report", _report_args)
 def _report(args: argparse.Namespace) -> int:
     """Print a run's Pareto front (its trials read again from the study) and rewrite its plot."""
-    from .sweep.report import front_text, plot_front, sync_run
+    from .sweep.report import front_objective, front_text, plot_front, sync_run
     from .sweep.rundir import RunDir
 
     result = sync_run(args.run, storage=args.storage)
     front = result.pareto()
     if len(result.trials):
-        plot_front(result.trials, front, result.baseline, RunDir(result.path).plot)
+        plot_front(result.trials, front, result.baseline, RunDir(result.path).plot,
+                   objective=front_objective(result.config.space))
     print(front_text(front, result.baseline))
     if args.html is not None:
         from .sweep.html_report import write_html

@@ -30,6 +30,39 @@ PRESETS_DIR = Path(__file__).resolve().parent / "search_spaces"
 
 
 @dataclass(frozen=True)
+class Fidelity:
+    """The multi-fidelity search's rungs of fine-tune steps: ``min_steps``,
+    ``min_steps * eta``, ... and ``max_steps`` last (see ``autorank.sweep.promotion``).
+
+    A trial is judged after ``min_steps``; the best ``1/eta`` of each rung continue, from
+    their own weights, to the next.
+    """
+
+    min_steps: int
+    max_steps: int
+    eta: int = 3
+
+    def __post_init__(self) -> None:
+        if self.min_steps < 1 or self.max_steps < self.min_steps or self.eta < 2:
+            raise UserError(f"fidelity needs 1 <= min_steps <= max_steps and eta >= 2, got "
+                            f"min_steps={self.min_steps}, max_steps={self.max_steps}, eta={self.eta}")
+
+    @property
+    def rungs(self) -> tuple[int, ...]:
+        """Total fine-tune steps at each rung, increasing; the last is ``max_steps``."""
+        steps, out = self.min_steps, []
+        while steps < self.max_steps:
+            out.append(steps)
+            steps *= self.eta
+        return (*out, self.max_steps)
+
+    @property
+    def top(self) -> int:
+        """The index of the last rung."""
+        return len(self.rungs) - 1
+
+
+@dataclass(frozen=True)
 class SpaceConfig:
     """A search-space preset (``search_spaces/*.yaml``); every key is optional."""
 
@@ -54,6 +87,9 @@ class SpaceConfig:
     latency_batch: int = 32
     # the short fine-tune every trial gets (the search's --seed is its seed)
     finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(steps=200))
+    # None: one rung, every trial gets finetune's steps; else the rungs of the multi-fidelity
+    # search, whose steps replace finetune.steps (the rest of the recipe is finetune's)
+    fidelity: Fidelity | None = None
 
     def __post_init__(self) -> None:
         _check_space(self)
@@ -98,10 +134,11 @@ def _check_space(cfg: SpaceConfig) -> None:
 _TYPES: dict[str, type] = {"methods": tuple, "exclude": tuple, "exclude_first_conv": bool,
                            "exclude_classifier": bool, "min_params": int, "strength": tuple,
                            "scale": tuple, "groups": int, "musco_w": float, "max_drop": float,
-                           "objectives": tuple, "sampler": str, "latency_batch": int, "finetune": dict}
+                           "objectives": tuple, "sampler": str, "latency_batch": int, "finetune": dict,
+                           "fidelity": dict}
 
 
-_NULLABLE = {"max_drop"}
+_NULLABLE = {"max_drop", "fidelity"}
 
 
 def _typed(key: str, value: Any, want: type) -> Any:
@@ -140,6 +177,20 @@ def _finetune_from(data: Mapping[str, Any], base: FinetuneConfig) -> FinetuneCon
         raise UserError(f"search space: {err}") from None
 
 
+def _fidelity_from(data: Mapping[str, Any]) -> Fidelity:
+    known = ("min_steps", "max_steps", "eta")
+    for key in data:
+        if key not in known:
+            raise _fail(f"fidelity.{key}", f"unknown key; expected one of {list(known)}")
+    values = {k: _typed(f"fidelity.{k}", v, int) for k, v in data.items()}
+    if "min_steps" not in values or "max_steps" not in values:
+        raise _fail("fidelity", "needs min_steps and max_steps (and optionally eta)")
+    try:
+        return Fidelity(**values)
+    except UserError as err:
+        raise UserError(f"search space: {err}") from None
+
+
 def space_from_dict(data: Mapping[str, Any], *, base: SpaceConfig | None = None) -> SpaceConfig:
     """A :class:`SpaceConfig` from a mapping, over ``base``; unknown keys and wrong types refused."""
     if not isinstance(data, Mapping):
@@ -151,6 +202,8 @@ def space_from_dict(data: Mapping[str, Any], *, base: SpaceConfig | None = None)
         values[key] = _typed(key, value, _TYPES[key])
     if "finetune" in values:
         values["finetune"] = _finetune_from(values["finetune"], (base or SpaceConfig()).finetune)
+    if values.get("fidelity") is not None:
+        values["fidelity"] = _fidelity_from(values["fidelity"])
     cfg = base or SpaceConfig()
     return SpaceConfig(**{**{f.name: getattr(cfg, f.name) for f in fields(SpaceConfig)}, **values})
 
@@ -275,15 +328,32 @@ def _plain(value: Any) -> Any:
 
 
 def make_config(*, space: str | None = None, finetune_steps: int | None = None,
-                objectives: list[str] | None = None, **flags: Any) -> SearchConfig:
-    """A :class:`SearchConfig` from CLI-style flags: the space preset, then the flags over it."""
+                min_steps: int | None = None, max_steps: int | None = None,
+                eta: int | None = None, objectives: list[str] | None = None,
+                **flags: Any) -> SearchConfig:
+    """A :class:`SearchConfig` from CLI-style flags: the space preset, then the flags over it.
+
+    ``finetune_steps`` is one rung of that many steps (no multi-fidelity); ``min_steps``,
+    ``max_steps`` and ``eta`` set the rungs (over the preset's ``fidelity``, if any).
+    """
     space_name = space or "default"
     space_cfg = load_space(space_name)
     overrides: dict[str, Any] = {}
     if objectives:
         overrides["objectives"] = ["accuracy", *[o for o in objectives if o != "accuracy"]]
+    rung_flags = {k: v for k, v in (("min_steps", min_steps), ("max_steps", max_steps),
+                                    ("eta", eta)) if v is not None}
+    if finetune_steps is not None and rung_flags:
+        raise UserError("--finetune-steps N is one rung of N steps; give it or --min-steps/"
+                        "--max-steps/--eta, not both")
     if finetune_steps is not None:
         overrides["finetune"] = {"steps": finetune_steps}
+        overrides["fidelity"] = None
+    if rung_flags:
+        base = space_cfg.fidelity
+        steps = space_cfg.finetune.steps or 1
+        start = dataclasses.asdict(base) if base else {"min_steps": steps, "max_steps": steps, "eta": 3}
+        overrides["fidelity"] = {**start, **rung_flags}
     if overrides:
         space_cfg = space_from_dict(overrides, base=space_cfg)
     known = {f.name for f in fields(SearchConfig)}

@@ -40,20 +40,28 @@ class TeacherCache:
     A stream is told apart by its data bundle, seed, batch size, augmentation and device, and
     each step's labels are checked, so a different stream is never served stale logits. The
     teacher must not change while the cache is in use.
+
+    A multi-fidelity search fine-tunes each rung on a stream of its own (one seed per rung):
+    the cache keeps the last ``max_streams`` streams.
     """
 
-    def __init__(self, teacher: nn.Module) -> None:
+    def __init__(self, teacher: nn.Module, *, max_streams: int = 8) -> None:
         self.teacher = teacher
-        self._stream: tuple[Any, ...] | None = None
+        self.max_streams = max_streams
         self._data: weakref.ref[DataBundle] | None = None
+        self._streams: dict[tuple[Any, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self._steps: list[tuple[torch.Tensor, torch.Tensor]] = []  # (labels, logits)
         self.hits = 0  # steps served from the cache (for tests and benches)
 
     def start(self, data: DataBundle, cfg: FinetuneConfig, dev: torch.device) -> None:
-        """Begin a fine-tune on ``data`` with ``cfg``: keep the cache if it is the same stream."""
+        """Begin a fine-tune on ``data`` with ``cfg``: serve the stream's cached logits, if any."""
         stream = (cfg.seed, cfg.batch_size, cfg.augment, str(dev))
-        if self._data is None or self._data() is not data or stream != self._stream:
-            self._data, self._stream, self._steps = weakref.ref(data), stream, []
+        if self._data is None or self._data() is not data:
+            self._data, self._streams = weakref.ref(data), {}
+        self._steps = self._streams.pop(stream, [])
+        self._streams[stream] = self._steps  # the most recent last
+        while len(self._streams) > self.max_streams:
+            del self._streams[next(iter(self._streams))]
         self.teacher.eval().to(dev)
 
     def logits(self, step: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -66,5 +74,6 @@ class TeacherCache:
         if step == len(self._steps):
             self._steps.append((y.detach().clone(), out.detach()))
         elif step < len(self._steps):  # labels differ: the stream is not the one cached
-            self._steps = self._steps[:step] + [(y.detach().clone(), out.detach())]
+            del self._steps[step:]
+            self._steps.append((y.detach().clone(), out.detach()))
         return out

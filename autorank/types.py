@@ -97,6 +97,8 @@ class TrialOutcome:
     evaluate_s: float | None = None
     error: str = ""  # why it failed ("" when it completed)
     plan: str = "{}"  # JSON (plan_to_json)
+    rung: int = 0  # the multi-fidelity rung the accuracy was measured at (0: the first)
+    steps: int | None = None  # fine-tune steps behind the accuracy, all rungs so far
     failed: bool = False
 
     def stored(self) -> dict[str, Any]:
@@ -115,7 +117,8 @@ class TrialOutcome:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         if values.get("failed"):
-            values = {k: values[k] for k in ("error", "plan", "duration_s", "failed") if k in values}
+            values = {k: values[k] for k in ("error", "plan", "duration_s", "rung", "failed")
+                      if k in values}
         return cls(**values)
 
 

@@ -193,3 +193,29 @@ def test_two_drivers_share_one_study(tmp_path: Path, tiny_checkpoint: Path,
         table = pd.read_csv(tmp_path / d / "trials.csv")
         assert json.loads(table["plan"].iloc[0]) is not None
         assert (table["state"].isin(["complete", "failed"])).sum() == budget
+
+
+def test_two_drivers_never_promote_a_trial_twice(tmp_path: Path, tiny_checkpoint: Path,
+                                                 postgres_url: str) -> None:
+    from autorank.sweep.rungs import RUNG_STUDY_SUFFIX
+
+    name, budget = study_name(), 8
+    extra = ("--budget", str(budget), "--min-steps", "10", "--max-steps", "40", "--eta", "2",
+             "--heartbeat", "2", "--runner", "local")
+    procs = [subprocess.Popen(search_cmd(tiny_checkpoint, tmp_path / d, postgres_url, name, *extra),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for d in ("a", "b")]
+    for proc in procs:
+        _, err = proc.communicate(timeout=400)
+        assert proc.returncode == 0, err[-2000:]
+    rungs = optuna.load_study(study_name=name + RUNG_STUDY_SUFFIX, storage=postgres_url).get_trials()
+    done = [(t.user_attrs["trial"], t.user_attrs["rung"]) for t in rungs
+            if t.state == TrialState.COMPLETE]
+    assert done and len(done) == len(set(done))  # no (trial, rung) promoted twice
+    assert not [t for t in rungs if t.state == TrialState.RUNNING]
+    duplicates = [t for t in rungs if t.state == TrialState.PRUNED]
+    assert all("duplicate of promotion" in t.user_attrs["error"] for t in duplicates)
+    assert {r for _, r in done} == {1, 2}  # rungs 10 -> 20 -> 40 steps: both reached
+    fronts = [pd.read_csv(tmp_path / d / "pareto.csv") for d in ("a", "b")]
+    assert sorted(fronts[0]["number"]) == sorted(fronts[1]["number"])
+    assert (fronts[0]["steps"] == 40).all()

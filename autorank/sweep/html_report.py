@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ..types import plan_from_json
-from .report import FRONT_COLUMNS, smallest_within
+from .report import FRONT_COLUMNS, rung_groups, smallest_within
 
 if TYPE_CHECKING:
     from .results import SearchResult
@@ -61,12 +61,17 @@ def pareto_figure(trials: pd.DataFrame, front: pd.DataFrame, baseline: Mapping[s
     done = trials[trials["state"] == "complete"] if len(trials) else trials
     fig = make_subplots(rows=1, cols=len(AXES), shared_yaxes=True,
                         horizontal_spacing=0.04, subplot_titles=[t for _, t in AXES])
+    groups = rung_groups(done) if len(done) else [("trials", done)]
     for i, (col, _) in enumerate(AXES, start=1):
         first = i == 1
-        fig.add_trace(go.Scatter(
-            x=done[col], y=done["val_accuracy"], mode="markers", name="trials", legendgroup="t",
-            showlegend=first, marker={"color": "#a0a0a0", "size": 7}, hovertext=_hover(done),
-            hoverinfo="text"), row=1, col=i)
+        for j, (name, group) in enumerate(groups):
+            grey = int(200 - 110 * j / max(1, len(groups) - 1)) if len(groups) > 1 else 160
+            fig.add_trace(go.Scatter(
+                x=group[col], y=group["val_accuracy"], mode="markers", name=name,
+                legendgroup=f"t{j}", showlegend=first,
+                marker={"color": f"rgb({grey},{grey},{grey})", "size": 7,
+                        "symbol": ["circle", "square", "diamond", "triangle-up"][j % 4]},
+                hovertext=_hover(group), hoverinfo="text"), row=1, col=i)
         f = front.sort_values(col) if len(front) else front
         fig.add_trace(go.Scatter(
             x=f[col], y=f["val_accuracy"], mode="lines+markers", name="Pareto front",

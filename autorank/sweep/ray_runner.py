@@ -20,7 +20,8 @@ from typing import Any
 from ..config import objective_metrics
 from ..errors import UserError
 from ..types import TrialOutcome
-from .study import Gate, Heartbeat, ask_new
+from .rungs import Scheduler, claim_promotion, record_rung, trial_params
+from .study import Heartbeat, ask_new
 from .table import record
 from .trial import TrialContext, run_trial
 
@@ -51,10 +52,11 @@ def _context(handle: _ContextHandle) -> TrialContext:
 
 def _trainable(config: dict[str, Any], handle: _ContextHandle) -> None:
     """One Tune trial: ``config`` is ``{"number": the Optuna trial's number, "params": its
-    draws}`` (see ``StudySearch.suggest``)."""
+    draws, "rung": the rung to train to}`` (see ``StudySearch.suggest``)."""
     from ray import tune
 
-    outcome = run_trial(_context(handle), config["number"], config["params"])
+    outcome = run_trial(_context(handle), config["number"], config["params"],
+                        rung=config.get("rung", 0))
     # A failed trial's metrics go as 0 (Tune checks the searcher's metrics are in every
     # result); the searcher sees the flag and tells Optuna FAIL.
     tune.report(outcome.report())
@@ -65,19 +67,21 @@ def _searcher_class() -> type:
 
     class StudySearch(OptunaSearch):
         """OptunaSearch that shares its study with other drivers (the budget is the study's, a
-        plan another trial holds is not run, running trials beat) and records every outcome in
-        the study (metrics, plan, failure reason)."""
+        plan another trial holds is not run, running trials beat), starts the promotions of a
+        multi-fidelity search before new trials, and records every outcome in the study
+        (metrics, plan, failure reason) or, for a promotion, in the rung study."""
 
         def __init__(self, *args: Any, metrics: list[str], on_done: Callable[[int], None],
-                     gate: Gate, heartbeat: Heartbeat, search_space: Any,
-                     floor: float | None = None, **kwargs: Any) -> None:
+                     jobs: Scheduler, heartbeats: tuple[Heartbeat, Heartbeat],
+                     search_space: Any, floor: float | None = None, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._objective_metrics = metrics
             self._on_done = on_done
-            self._gate = gate
-            self._heartbeat = heartbeat
+            self._jobs = jobs
+            self._heartbeat, self._rung_heartbeat = heartbeats
             self._search_space = search_space
             self._floor = floor
+            self._promotions: dict[str, tuple[Any, int]] = {}  # Tune id -> (rung trial, number)
 
         def suggest(self, trial_id: str) -> dict[str, Any] | None:
             """A new trial's parameters; None: not now (the budget is held by trials running
@@ -85,15 +89,24 @@ def _searcher_class() -> type:
             from ray.tune.search import Searcher
 
             finished: Any = Searcher.FINISHED
-            step = self._gate.step()
-            if step != "run":
-                return finished if step == "done" else None
+            job = self._jobs.next()
+            if job.kind in ("done", "wait"):
+                return finished if job.kind == "done" else None
+            if job.kind == "promote":
+                assert job.number is not None
+                claimed = claim_promotion(self._jobs.rung_study, job.number, job.rung,
+                                          self._rung_heartbeat)
+                if claimed is None:
+                    return None
+                self._promotions[trial_id] = (claimed, job.number)
+                return {"number": job.number, "rung": job.rung,
+                        "params": trial_params(self._ot_study, job.number)}
             asked = ask_new(self._ot_study, self._search_space, self._heartbeat)
             if asked is None:
                 return finished
             ot_trial, params = asked
             self._ot_trials[trial_id] = ot_trial
-            return {"number": ot_trial.number, "params": params}
+            return {"number": ot_trial.number, "rung": 0, "params": params}
 
         def save(self, checkpoint_path: str) -> None:
             # The Optuna study in its storage is the searcher's state, and a resume builds a
@@ -105,13 +118,19 @@ def _searcher_class() -> type:
 
         def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None,
                               error: bool = False) -> None:
-            ot_trial = self._ot_trials.get(trial_id)
-            if ot_trial is None or trial_id in self._completed_trials:
-                return
             reported = dict(result or {})
             outcome = TrialOutcome.from_report(reported) if reported and not error else \
                 TrialOutcome(failed=True, error=reported.get("error") or
                              "the trial's worker process died or raised outside the trial")
+            if trial_id in self._promotions:
+                rung_trial, number = self._promotions.pop(trial_id)
+                record_rung(self._jobs.rung_study, rung_trial, outcome)
+                self._rung_heartbeat.discard(rung_trial._trial_id)
+                self._on_done(number)
+                return
+            ot_trial = self._ot_trials.get(trial_id)
+            if ot_trial is None or trial_id in self._completed_trials:
+                return
             record(self._ot_study, ot_trial, outcome, self._objective_metrics, self._floor)
             self._heartbeat.discard(ot_trial._trial_id)
             self._completed_trials.add(trial_id)
@@ -184,25 +203,26 @@ def init_ray(address: str | None, num_cpus: int | None, num_gpus: int | None) ->
 def run_ray(
     ctx: TrialContext,
     *,
-    study: Any,
-    sampler: Any,
-    budget: int,
+    studies: tuple[Any, Any | None],
+    jobs: Scheduler,
     parallel: int,
     resources: dict[str, float],
     storage_path: Path,
     on_done: Callable[[int], None],
 ) -> None:
-    """Run trials, ``parallel`` at a time, through Ray Tune + OptunaSearch, until the study
-    (shared with any other driver) holds ``budget`` finished trials."""
+    """Run trials and promotions, ``parallel`` at a time, through Ray Tune + OptunaSearch, until
+    the scheduler ``jobs`` (over the studies shared with any other driver) is done."""
     from ray import tune
 
     metrics, modes = objective_metrics(ctx.space.config)
-    with Heartbeat(study) as heartbeat:
+    study, rung_study = studies
+    with Heartbeat(study) as heartbeat, Heartbeat(rung_study or study) as rung_heartbeat:
         searcher = _searcher_class()(
-            space=ctx.space.suggest, metric=metrics, mode=modes, sampler=sampler,
+            space=ctx.space.suggest, metric=metrics, mode=modes, sampler=study.sampler,
             study_name=study.study_name, storage=study._storage, seed=ctx.seed,
-            metrics=metrics, on_done=on_done, gate=Gate(study, budget), heartbeat=heartbeat,
-            search_space=ctx.space, floor=ctx.accuracy_floor)
+            metrics=metrics, on_done=on_done, jobs=jobs,
+            heartbeats=(heartbeat, rung_heartbeat), search_space=ctx.space,
+            floor=ctx.accuracy_floor)
         import ray
 
         handle = _ContextHandle(ctx.key, ray.put(ctx))

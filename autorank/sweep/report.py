@@ -6,14 +6,18 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
+from ..config import SpaceConfig, objective_metrics
 from ..errors import UserError
-
-if TYPE_CHECKING:
-    from .results import SearchResult
+from .results import SearchResult, load_run
+from .rundir import RunDir
+from .rungs import open_rung_study
+from .storage import open_storage, run_storage
+from .study import fail_stale
+from .table import trials_frame, write_frame
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +45,8 @@ def front_text(front: pd.DataFrame, baseline: Mapping[str, Any]) -> str:
         f"{baseline.get('test_accuracy') or float('nan'):.4f}, {baseline.get('params', 0):,} "
         f"params, {baseline.get('flops', 0) / 1e6:.1f} MFLOPs (multiply-add = 2), "
         f"{baseline.get('latency_ms', float('nan')):.2f} ms at batch 1",
-        f"Pareto front ({len(front)} trials, judged on the {baseline.get('val_source', '?')}-"
-        "carved validation split):",
+        f"Pareto front ({len(front)} trials{_steps_note(front)}, judged on the "
+        f"{baseline.get('val_source', '?')}-carved validation split):",
         front[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(front)
         else "  (no completed trial yet)",
     ]
@@ -60,10 +64,36 @@ def front_text(front: pd.DataFrame, baseline: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def front_objective(space: SpaceConfig) -> str:
+    """The trials-table column the front is drawn against: the first objective after accuracy."""
+    return (objective_metrics(space)[0][1:2] or ["params"])[0]
+
+
+def _steps_note(front: pd.DataFrame) -> str:
+    """", at N fine-tune steps" when the front's trials were judged after the same steps."""
+    if "steps" not in front or front["steps"].isna().all():
+        return ""
+    steps = sorted({int(v) for v in front["steps"].dropna()})
+    return f" at {steps[0]} fine-tune steps" if len(steps) == 1 else ""
+
+
+def rung_groups(done: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """Completed trials by the rung their accuracy is from, lowest first, labelled with the
+    rung's steps; one group "trials" when the search had one rung."""
+    if "rung" not in done or done["rung"].fillna(0).max() == 0:
+        return [("trials", done)]
+    out = []
+    for rung, group in done.groupby(done["rung"].fillna(0).astype(int)):
+        steps = group["steps"].dropna()
+        out.append((f"rung {rung}" + (f" ({int(steps.iloc[0])} steps)" if len(steps) else ""), group))
+    return out
+
+
 def plot_front(trials: pd.DataFrame, front: pd.DataFrame, baseline: Mapping[str, Any],
-               path: Path) -> None:
-    """Accuracy against params, FLOPs and latency at batch 1, every trial grey, the front
-    joined, the baseline marked; written as a PNG."""
+               path: Path, *, objective: str = "params") -> None:
+    """Accuracy against params, FLOPs and latency at batch 1: trials grey (by rung, in a
+    multi-fidelity search), the front's points in blue, joined only in the panel of the
+    objective it is the front of, the baseline marked; written as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display needed: a file for terminals and READMEs
@@ -74,11 +104,17 @@ def plot_front(trials: pd.DataFrame, front: pd.DataFrame, baseline: Mapping[str,
     panels = [(col, label) for col, label in panels if col in done]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2),
                              constrained_layout=True, squeeze=False)
+    groups = rung_groups(done)
     for ax, (col, label) in zip(axes[0], panels, strict=True):
-        ax.scatter(done[col], done["val_accuracy"], s=14, c="0.65", label="trials")
+        for i, (name, group) in enumerate(groups):
+            shade = str(0.8 - 0.5 * i / max(1, len(groups) - 1)) if len(groups) > 1 else "0.65"
+            ax.scatter(group[col], group["val_accuracy"], s=14, c=shade, label=name,
+                       marker="osD^v"[i % 5])
         if len(front):
             f = front.sort_values(col)
-            ax.plot(f[col], f["val_accuracy"], "o-", c="tab:blue", ms=5, label="Pareto front")
+            style = "o-" if col == objective else "o"
+            ax.plot(f[col], f["val_accuracy"], style, c="tab:blue", ms=5,
+                    label=f"Pareto front (accuracy vs {objective})")
         if baseline.get(col):
             ax.scatter([baseline[col]], [baseline["val_accuracy"]], marker="*", s=160,
                        c="tab:red", label="baseline", zorder=3)
@@ -108,25 +144,24 @@ def sync_run(path: str | os.PathLike[str], *, storage: str | None = None) -> Sea
     """
     import optuna
 
-    from .results import load_run
-    from .rundir import RunDir
-    from .storage import open_storage, run_storage
-    from .study import fail_stale
-    from .table import trials_frame, write_frame
-
     result = load_run(path)
     cfg = result.config
     try:
         url = run_storage(cfg.storage, storage)
         if url is None or (url.startswith("sqlite:///") and not Path(url[10:]).exists()):
             return result  # no study to read (and opening it would create an empty one)
-        study = optuna.load_study(study_name=cfg.study_name,
-                                  storage=open_storage(url, heartbeat_s=cfg.heartbeat_s))
+        opened = open_storage(url, heartbeat_s=cfg.heartbeat_s)
+        study = optuna.load_study(study_name=cfg.study_name, storage=opened)
+        fidelity = cfg.space.fidelity
+        rung_study = (open_rung_study(opened, cfg.study_name)
+                      if fidelity is not None and fidelity.top > 0 else None)
     except (UserError, KeyError) as err:
         if storage is not None:
             raise UserError(str(err).strip('"')) from err
         log.warning("the study was not read (%s): the run directory's own tables are shown", err)
         return result
-    fail_stale(study)
-    write_frame(RunDir(result.path).trials, trials_frame(study))
+    for each in (study, rung_study):
+        if each is not None:
+            fail_stale(each)
+    write_frame(RunDir(result.path).trials, trials_frame(study, rung_study))
     return load_run(result.path)

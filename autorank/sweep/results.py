@@ -11,12 +11,31 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..config import SearchConfig, load_config, objective_metrics
+from ..config import Fidelity, SearchConfig, load_config, objective_metrics
 from ..decompose import apply_plan
 from ..errors import UserError
 from ..types import Baseline, plan_from_json
 from .pareto import pareto_front
 from .rundir import RunDir
+
+
+def judged(trials: pd.DataFrame, fidelity: Fidelity | None) -> pd.DataFrame:
+    """The trials a front is taken from: with a multi-fidelity search, those whose accuracy is
+    from the top rung (or, until a trial has reached it, the highest rung reached), so that
+    the front compares models trained alike; otherwise all of them."""
+    if fidelity is None or "rung" not in trials or trials.empty:
+        return trials
+    done = trials[trials["state"] == "complete"]
+    if done.empty:
+        return trials
+    reached = min(fidelity.top, int(done["rung"].fillna(0).max()))
+    return trials[trials["rung"].fillna(0) == reached]
+
+
+def front_of(trials: pd.DataFrame, config: SearchConfig) -> pd.DataFrame:
+    """The Pareto front of a run's trials under its objectives, from :func:`judged` trials."""
+    metrics, modes = objective_metrics(config.space)
+    return pareto_front(judged(trials, config.space.fidelity), metrics, modes)
 
 
 @dataclass(frozen=True)
@@ -34,9 +53,7 @@ class SearchResult:
         pareto_csv = RunDir(self.path).pareto
         if self.trials.empty:
             return pd.read_csv(pareto_csv) if pareto_csv.exists() else self.trials
-        metrics, modes = objective_metrics(self.config.space)
-        front = pareto_front(self.trials, metrics, modes).drop(columns="test_accuracy",
-                                                                errors="ignore")
+        front = front_of(self.trials, self.config).drop(columns="test_accuracy", errors="ignore")
         measured = (pd.read_csv(pareto_csv, usecols=["number", "test_accuracy"])
                     if pareto_csv.exists() else pd.DataFrame(columns=["number", "test_accuracy"]))
         return front.merge(measured, on="number", how="left")

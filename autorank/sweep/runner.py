@@ -20,7 +20,14 @@ from torch import nn
 
 from .._io import crash_point, write_json
 from ..baseline import load_baseline
-from ..config import SearchConfig, SpaceConfig, load_config, objective_metrics, save_config
+from ..config import (
+    Fidelity,
+    SearchConfig,
+    SpaceConfig,
+    load_config,
+    objective_metrics,
+    save_config,
+)
 from ..data import DataBundle, list_datasets
 from ..engine import evaluate
 from ..errors import UserError
@@ -30,13 +37,13 @@ from ..models import get_model_spec
 from ..runtime import resolve_device
 from ..samplers import make_sampler
 from ..types import Baseline
-from .pareto import pareto_front
-from .report import plot_front
-from .results import SearchResult, load_run, trained_model
+from .report import front_objective, plot_front
+from .results import SearchResult, front_of, load_run, trained_model
 from .rundir import RunDir
+from .rungs import Scheduler, claim_promotion, open_rung_study, record_rung, trial_params
 from .space import build_space
 from .storage import hide_password, open_storage, run_storage
-from .study import Gate, Heartbeat, ask_new, counts, fail_interrupted, open_study
+from .study import Heartbeat, ask_new, counts, fail_interrupted, open_study
 from .table import record, trials_frame, write_frame
 from .trial import TrialContext, run_trial
 
@@ -53,6 +60,14 @@ class Progress:
     elapsed_s: float
     eta_s: float
     front: pd.DataFrame
+    per_rung: tuple[int, ...] = ()  # multi-fidelity: trials that finished each rung
+
+
+class Studies(NamedTuple):
+    """The sampler's study and, for a multi-fidelity search, the study of its promotions."""
+
+    trials: Any
+    rungs: Any | None = None
 
 
 class Resources(NamedTuple):
@@ -156,12 +171,12 @@ def _open_study(cfg: SearchConfig, storage: Any) -> tuple[Any, bool]:
     return study, created
 
 
-def _notify(study: Any, run: RunDir, cfg: SearchConfig, start: float, done_before: int,
+def _notify(studies: Studies, run: RunDir, cfg: SearchConfig, start: float, done_before: int,
             progress: Callable[[Progress], None] | None) -> Callable[[int], None]:
-    metrics, modes = objective_metrics(cfg.space)
+    fidelity = cfg.space.fidelity
 
     def on_done(number: int) -> None:
-        frame = trials_frame(study)
+        frame = trials_frame(*studies)
         write_frame(run.trials, frame)
         if progress is None:
             return
@@ -171,9 +186,16 @@ def _notify(study: Any, run: RunDir, cfg: SearchConfig, start: float, done_befor
         progress(Progress(done=finished, failed=int((frame["state"] == "failed").sum()),
                           budget=cfg.budget, elapsed_s=elapsed,
                           eta_s=elapsed / ran * max(0, cfg.budget - finished),
-                          front=pareto_front(frame, metrics, modes)))
+                          front=front_of(frame, cfg), per_rung=_per_rung(frame, fidelity)))
 
     return on_done
+
+
+def _per_rung(frame: pd.DataFrame, fidelity: Fidelity | None) -> tuple[int, ...]:
+    if fidelity is None or fidelity.top == 0:
+        return ()
+    done = frame.loc[frame["state"] == "complete", "rung"].fillna(0)
+    return tuple(int((done >= r).sum()) for r in range(fidelity.top + 1))
 
 
 def _check_names(cfg: SearchConfig) -> None:
@@ -204,11 +226,16 @@ def search(cfg: SearchConfig, *, resume: bool = False,
         res = resolve_resources(cfg)
         space = build_space(model, inventory(model, (1, *data.input_shape)), cfg.space)
         study, created = _open_study(cfg, storage)
+        fidelity = cfg.space.fidelity
+        studies = Studies(study, open_rung_study(storage, cfg.study_name)
+                          if fidelity is not None and fidelity.top > 0 else None)
         if created:
             for params in space.seeds():
                 study.enqueue_trial(params, skip_if_exists=True)
         else:
             fail_interrupted(study)
+            if studies.rungs is not None:
+                fail_interrupted(studies.rungs)
         done_before, running = counts(study)
         log.info("%d layers searched; %d trial(s) finished, %d running, budget %d",
                  len(space.layers), done_before, running, cfg.budget)
@@ -220,22 +247,39 @@ def search(cfg: SearchConfig, *, resume: bool = False,
             device="cuda" if res.gpus_per_trial > 0 else _device(cfg),
             weights_dir=str(run.weights), seed=cfg.seed,
             accuracy_floor=accuracy_floor(cfg.space, baseline.val_accuracy))
-        on_done = _notify(study, run, cfg, time.time(), done_before, progress)
-        if done_before < cfg.budget:
-            _run_trials(cfg, ctx, study, res, run, on_done)
-        _finalize(cfg, run, study, model, data, baseline)
+        on_done = _notify(studies, run, cfg, time.time(), done_before, progress)
+        if scheduler(cfg, studies).next().kind != "done":
+            _run_trials(cfg, ctx, studies, res, run, on_done)
+        _finalize(cfg, run, studies, model, data, baseline)
     return load_run(run.path)
 
 
-def _run_local(cfg: SearchConfig, ctx: TrialContext, study: Any,
-               on_done: Callable[[int], None]) -> None:
-    """Trials in this process, one at a time, until the study holds ``budget`` finished ones."""
+def scheduler(cfg: SearchConfig, studies: Studies) -> Scheduler:
+    """What runs next in this search: promotions first, then new trials up to the budget."""
     metrics, _ = objective_metrics(cfg.space)
-    gate = Gate(study, cfg.budget)
-    with Heartbeat(study) as beat:
-        while (step := gate.step()) != "done":
-            if step == "wait":
-                time.sleep(gate.poll_s)
+    return Scheduler(studies.trials, cfg.budget, rung_study=studies.rungs,
+                     fidelity=cfg.space.fidelity, cost_metrics=metrics[1:])
+
+
+def _run_local(cfg: SearchConfig, ctx: TrialContext, studies: Studies,
+               on_done: Callable[[int], None]) -> None:
+    """Trials and promotions in this process, one at a time, until the scheduler is done."""
+    metrics, _ = objective_metrics(cfg.space)
+    jobs = scheduler(cfg, studies)
+    study, rung_study = studies
+    with Heartbeat(study) as beat, Heartbeat(rung_study or study) as rung_beat:
+        while (job := jobs.next()).kind != "done":
+            if job.kind == "wait":
+                time.sleep(jobs.poll_s)
+                continue
+            if job.kind == "promote":
+                assert job.number is not None
+                claimed = claim_promotion(rung_study, job.number, job.rung, rung_beat)
+                if claimed is not None:
+                    record_rung(rung_study, claimed, run_trial(
+                        ctx, job.number, trial_params(study, job.number), rung=job.rung))
+                    rung_beat.discard(claimed._trial_id)
+                    on_done(job.number)
                 continue
             asked = ask_new(study, ctx.space, beat)
             if asked is None:
@@ -246,10 +290,10 @@ def _run_local(cfg: SearchConfig, ctx: TrialContext, study: Any,
             on_done(trial.number)
 
 
-def _run_trials(cfg: SearchConfig, ctx: TrialContext, study: Any, res: Resources,
+def _run_trials(cfg: SearchConfig, ctx: TrialContext, studies: Studies, res: Resources,
                 run: RunDir, on_done: Callable[[int], None]) -> None:
     if cfg.runner == "local":
-        _run_local(cfg, ctx, study, on_done)
+        _run_local(cfg, ctx, studies, on_done)
         return
     from .ray_runner import init_ray, run_ray
 
@@ -257,18 +301,17 @@ def _run_trials(cfg: SearchConfig, ctx: TrialContext, study: Any, res: Resources
     init_ray(cfg.address, res.parallel * res.cpus_per_trial, gpus)
     resources = {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
     storage_path = Path(cfg.storage_path).expanduser() if cfg.storage_path else run.path / "ray"
-    run_ray(ctx, study=study, sampler=study.sampler, budget=cfg.budget, parallel=res.parallel,
+    run_ray(ctx, studies=studies, jobs=scheduler(cfg, studies), parallel=res.parallel,
             resources=resources, storage_path=storage_path, on_done=on_done)
 
 
-def _finalize(cfg: SearchConfig, run: RunDir, study: Any, model: nn.Module, data: DataBundle,
-              baseline: Baseline) -> None:
+def _finalize(cfg: SearchConfig, run: RunDir, studies: Studies, model: nn.Module,
+              data: DataBundle, baseline: Baseline) -> None:
     """Trials table, the front with its test accuracy, the baseline's, the plot; prune weights."""
     device = _device(cfg)
-    frame = trials_frame(study)
+    frame = trials_frame(*studies)
     write_frame(run.trials, frame)
-    metrics, modes = objective_metrics(cfg.space)
-    front = pareto_front(frame, metrics, modes)
+    front = front_of(frame, cfg)
     if baseline.test_accuracy is None:
         baseline = dataclasses.replace(baseline, test_accuracy=evaluate(model, data, "test",
                                                                           device=device))
@@ -284,6 +327,6 @@ def _finalize(cfg: SearchConfig, run: RunDir, study: Any, model: nn.Module, data
         for path in run.weights.glob("trial-*.pt"):
             if path.name not in keep:
                 path.unlink()
-    plot_front(frame, front, baseline, run.plot)
+    plot_front(frame, front, baseline, run.plot, objective=front_objective(cfg.space))
 
 

@@ -1,10 +1,11 @@
-"""The Optuna study one or more drivers share: join it, keep a heartbeat, stay within the budget,
+"""The Optuna study one or more drivers share: join it, keep a heartbeat, count its trials,
 never run a plan twice.
 
 Several drivers (``autorank search`` processes, e.g. on two machines) may work on one study in
 one storage. Each driver asks a trial only while the study's finished plus running trials are
-under the budget, and ends when the study holds ``budget`` finished trials, so both see the same
-trials at the end. A driver records a heartbeat for each trial it runs (Optuna's
+under the budget, and ends when the study holds ``budget`` finished trials (and, in a
+multi-fidelity search, no promotion is left: ``rungs.Scheduler``), so both see the same trials
+at the end. A driver records a heartbeat for each trial it runs (Optuna's
 ``RDBStorage(heartbeat_interval=...)``); a trial whose heartbeat stops is failed by any driver
 through ``optuna.storages.fail_stale_trials``. A trial of a driver on this machine whose process
 is gone is failed at once.
@@ -16,7 +17,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -166,32 +166,6 @@ def counts(study: Any) -> tuple[int, int]:
         elif t.state in (TrialState.COMPLETE, TrialState.FAIL) and not is_interrupted(t):
             finished += 1
     return finished, running
-
-
-class Gate:
-    """Whether this driver may start a trial now: "run", "wait" (the budget is taken by trials
-    running elsewhere, which may yet be interrupted) or "done" (``budget`` trials finished).
-
-    A "wait" answer is kept for ``poll_s`` so that a polling runner does not hammer the storage.
-    """
-
-    def __init__(self, study: Any, budget: int, poll_s: float = 2.0) -> None:
-        self.study = study
-        self.budget = budget
-        self.poll_s = poll_s
-        self._waiting_since = -float("inf")
-
-    def step(self) -> str:
-        if time.monotonic() - self._waiting_since < self.poll_s:
-            return "wait"
-        fail_stale(self.study)
-        finished, running = counts(self.study)
-        if finished >= self.budget:
-            return "done"
-        if finished + running >= self.budget:
-            self._waiting_since = time.monotonic()
-            return "wait"
-        return "run"
 
 
 def claim(study: Any, trial: Any, plan_json: str) -> int | None:

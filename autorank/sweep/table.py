@@ -51,10 +51,43 @@ def record(study: Any, trial: Any, outcome: TrialOutcome, metrics: Sequence[str]
         study.tell(trial, [float(getattr(outcome, m)) for m in metrics], skip_if_finished=True)
 
 
-def trials_frame(study: Any) -> pd.DataFrame:
+def _rungs_by_trial(rung_study: Any | None) -> dict[int, dict[int, dict[str, Any]]]:
+    """The finished promotions of the rung study: ``{trial: {rung: user attributes}}``."""
+    from optuna.trial import TrialState
+
+    out: dict[int, dict[int, dict[str, Any]]] = {}
+    if rung_study is None:
+        return out
+    for t in rung_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if "trial" in t.user_attrs and "rung" in t.user_attrs:
+            attrs = {**t.user_attrs, "completed": t.datetime_complete}
+            out.setdefault(int(t.user_attrs["trial"]), {})[int(t.user_attrs["rung"])] = attrs
+    return out
+
+
+def _promote_row(row: dict[str, Any], rungs: dict[int, dict[str, Any]]) -> None:
+    """Make ``row`` speak of its highest finished rung, with every rung's accuracy beside it."""
+    top = max(rungs)
+    for rung, attrs in sorted(rungs.items()):
+        row[f"val_accuracy_r{rung}"] = attrs.get("val_accuracy")
+    for key in ("duration_s", "finetune_s", "evaluate_s"):
+        row[key] = sum(float(a.get(key) or 0.0) for a in rungs.values()) + float(row.get(key) or 0.0)
+    for key in ("val_accuracy", "latency_ms", "latency_batch_ms", "rung", "steps"):
+        row[key] = rungs[top].get(key)
+    row["completed"] = rungs[top]["completed"].isoformat() if rungs[top]["completed"] else None
+
+
+def trials_frame(study: Any, rung_study: Any | None = None) -> pd.DataFrame:
     """One row per trial of the study: the columns of ``trials.csv``, the sampled ``w``, when
-    the trial was started and completed (ISO 8601), and the driver that ran it (host:pid:start)."""
+    the trial was started and completed (ISO 8601), and the driver that ran it (host:pid:start).
+
+    With the ``rung_study`` of a multi-fidelity search, a promoted trial's row gives its
+    highest finished rung (``rung``, ``steps``, ``val_accuracy``, latency), the time of all its
+    rungs, and each rung's accuracy as ``val_accuracy_r0``, ``val_accuracy_r1``, ...
+    """
     from .study import INTERRUPTED, is_interrupted
+
+    promoted = _rungs_by_trial(rung_study)
 
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -66,12 +99,18 @@ def trials_frame(study: Any) -> pd.DataFrame:
         row["w"] = t.params.get("w")
         row["started"] = t.datetime_start.isoformat() if t.datetime_start else None
         row["completed"] = t.datetime_complete.isoformat() if t.datetime_complete else None
+        row["rung"] = row["rung"] or 0
+        if promoted:
+            row["val_accuracy_r0"] = row["val_accuracy"]
+        if t.number in promoted and row["state"] == "complete":
+            _promote_row(row, promoted[t.number])
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS, "w", "started", "completed", "driver"])
+    extra = sorted({k for r in rows for k in r if k.startswith("val_accuracy_r")})
+    frame = pd.DataFrame(rows, columns=[*TRIAL_COLUMNS, "w", "started", "completed", "driver", *extra])
     for col in ("val_accuracy", "latency_ms", "latency_batch_ms", "params_ratio", "flops_ratio",
-                "duration_s", "finetune_s", "evaluate_s", "w"):
+                "duration_s", "finetune_s", "evaluate_s", "w", *extra):
         frame[col] = pd.to_numeric(frame[col], errors="coerce")
-    for col in ("params", "flops"):
+    for col in ("params", "flops", "rung", "steps"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("Int64")
     frame["error"] = frame["error"].fillna("")
     frame["plan"] = frame["plan"].fillna("{}")

@@ -69,12 +69,35 @@ def _teacher(ctx: TrialContext) -> TeacherCache:
     return _BASELINES[ctx.key]
 
 
-def recipe(ctx: TrialContext) -> FinetuneConfig:
-    """The fine-tune every trial of ``ctx`` gets: the space's, seeded by the search's seed."""
-    return dataclasses.replace(ctx.space.config.finetune, seed=ctx.seed)
+def recipe(ctx: TrialContext, rung: int = 0, *, restart: bool = False) -> FinetuneConfig:
+    """The fine-tune of ``rung``: the space's recipe, seeded by the search's seed.
+
+    With a multi-fidelity space, rung 0 trains ``rungs[0]`` steps and a promoted trial
+    continues from its own weights for ``rungs[r] - rungs[r-1]`` steps: a warm restart of the
+    cosine schedule (SGDR, Loshchilov & Hutter 2017) with fresh momentum, no BN recalibration
+    (its statistics are trained), on a batch stream of the rung's own (seed + r), the same for
+    every trial of that rung. ``restart``: the trial's weights are gone, so the rung starts over
+    from the baseline with all ``rungs[r]`` steps.
+    """
+    base = dataclasses.replace(ctx.space.config.finetune, seed=ctx.seed)
+    fidelity = ctx.space.config.fidelity
+    if fidelity is None:
+        return base
+    rungs = fidelity.rungs
+    if rung == 0 or restart:
+        return dataclasses.replace(base, steps=rungs[rung], epochs=None, seed=ctx.seed + rung)
+    return dataclasses.replace(base, steps=rungs[rung] - rungs[rung - 1], epochs=None,
+                               seed=ctx.seed + rung, bn_batches=0)
 
 
-def train_and_measure(ctx: TrialContext, model: nn.Module) -> TrialOutcome:
+def rung_steps(ctx: TrialContext, rung: int) -> int | None:
+    """Total fine-tune steps behind a rung's accuracy (None: an epoch budget, one rung)."""
+    fidelity = ctx.space.config.fidelity
+    return fidelity.rungs[rung] if fidelity is not None else ctx.space.config.finetune.steps
+
+
+def train_and_measure(ctx: TrialContext, model: nn.Module,
+                      finetune: FinetuneConfig | None = None) -> TrialOutcome:
     """A trial's recipe on any compressed ``model``: :func:`autorank.engine.recover` (BN
     recalibration, the fine-tune with distillation from the baseline), validation accuracy,
     then params, FLOPs and latency.
@@ -85,7 +108,7 @@ def train_and_measure(ctx: TrialContext, model: nn.Module) -> TrialOutcome:
     teacher = _teacher(ctx)
     model = model.to(ctx.device)
     start = time.perf_counter()
-    recover(model, ctx.data, recipe(ctx), teacher=teacher, device=ctx.device)
+    recover(model, ctx.data, finetune or recipe(ctx), teacher=teacher, device=ctx.device)
     finetune_s = time.perf_counter() - start
     start = time.perf_counter()
     accuracy = evaluate(model, ctx.data, "val", device=ctx.device)
@@ -103,14 +126,17 @@ def train_and_measure(ctx: TrialContext, model: nn.Module) -> TrialOutcome:
 TRIAL_FAULTS = ("raise", "nan", "oom", "kill")
 
 
-def injected_fault(number: int | None) -> str | None:
-    """The fault ``$AUTORANK_INJECT_FAULT`` asks for at trial ``number`` (``raise:3``), if any.
+def injected_fault(number: int | None, rung: int = 0) -> str | None:
+    """The fault ``$AUTORANK_INJECT_FAULT`` asks for at trial ``number`` (``raise:3``), or at
+    its rung ``r`` (``kill:3@1``; ``kill:*@1``: any trial's rung 1), if any.
 
     It exists so that the fault-handling guarantees (README, "Guarantees") are tested through
     the real runners; it is unset in normal use.
     """
     for kind, where in injected_faults():
-        if kind in TRIAL_FAULTS and where.isdigit() and int(where) == number:
+        at, _, at_rung = where.partition("@")
+        if (kind in TRIAL_FAULTS and (at == "*" or (at.isdigit() and int(at) == number))
+                and int(at_rung or 0) == rung):
             return kind
     return None
 
@@ -133,31 +159,42 @@ def _apply_fault(kind: str | None, ctx: TrialContext) -> TrialContext:
 
 
 def run_trial(ctx: TrialContext, number: int | None, params: Mapping[str, Any], *,
-              plan: Plan | None = None) -> TrialOutcome:
-    """Run trial ``number`` and return its outcome; never raises for a trial's own failure.
+              plan: Plan | None = None, rung: int = 0) -> TrialOutcome:
+    """Run trial ``number`` at ``rung`` and return its outcome; never raises for a trial's own
+    failure.
 
     The plan is ``ctx.space.plan(params)``, or ``plan`` when given (a fixed recipe measured
     under exactly the same fine-tune and measurements, as the benches do). The trained
-    weights are kept in ``ctx.weights_dir`` as ``trial-<number>.pt`` when both are set.
+    weights are kept in ``ctx.weights_dir`` as ``trial-<number>.pt`` when both are set; a
+    promotion (``rung > 0``) continues from them (see :func:`recipe`).
     """
     start = time.perf_counter()
     plan_json = "{}"
     try:
         with num_threads(ctx.threads):
-            ctx = _apply_fault(injected_fault(number), ctx)
+            ctx = _apply_fault(injected_fault(number, rung), ctx)
             plan = ctx.space.plan(params) if plan is None else plan
             plan_json = plan_to_json(plan)
             model = apply_plan(_teacher(ctx).teacher, plan)
-            outcome = train_and_measure(ctx, model)
+            weights = Path(ctx.weights_dir) / f"trial-{number}.pt" if ctx.weights_dir else None
+            restart = rung > 0 and (weights is None or not weights.exists())
+            if rung > 0 and not restart:
+                assert weights is not None
+                model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+            elif restart:
+                log.warning("trial %s: no weights to continue from; rung %d starts over", number, rung)
+            outcome = train_and_measure(ctx, model, recipe(ctx, rung, restart=restart))
             if outcome.val_accuracy is None or not math.isfinite(outcome.val_accuracy):
                 raise NonFiniteLossError("validation accuracy is not finite")
-            if ctx.weights_dir is not None and number is not None:
-                _save_weights(model, Path(ctx.weights_dir), number)
-        outcome = dataclasses.replace(outcome, plan=plan_json)
+            if weights is not None and number is not None:
+                _save_weights(model, weights.parent, number)
+        outcome = dataclasses.replace(outcome, plan=plan_json, rung=rung,
+                                      steps=rung_steps(ctx, rung))
     except Exception as err:
         # A plan that cannot be built, a diverging fine-tune, an out-of-memory or any other
         # fault is a result of this trial, not of the search: record why and go on.
-        outcome = TrialOutcome(failed=True, error=f"{type(err).__name__}: {err}", plan=plan_json)
+        outcome = TrialOutcome(failed=True, error=f"{type(err).__name__}: {err}", plan=plan_json,
+                               rung=rung)
         log.warning("trial failed: %s", outcome.error)
         log.debug("%s", traceback.format_exc())
     outcome = dataclasses.replace(outcome, duration_s=time.perf_counter() - start)

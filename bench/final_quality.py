@@ -1,0 +1,366 @@
+"""The final models' quality: does the multi-fidelity search pick better models than the
+single-fidelity one, structured pruning and uniform Tucker-2, once each is trained the same?
+
+ResNet-20 (or ResNet-56) from the shared checkpoint, CIFAR-10; validation = a seeded half of
+the test set (the checkpoint saw all 50,000 training images), test accuracy on the other half.
+Arms, each run on its own (``--arm``) and written to ``bench/results/final_quality/`` when it
+ends, so that arms may run in separate processes and sessions; ``--report`` assembles them:
+
+- ``single``: today's search, every plan fine-tuned ``--single-steps`` (one rung);
+- ``multi``: the multi-fidelity search (rungs ``--min-steps`` x ``--eta`` ... ``--max-steps``);
+  both searches get ``--compute-epochs`` of fine-tune compute in all (the budget in plans is
+  derived from it), minimise (FLOPs, params) beside accuracy, and their picks -- the smallest
+  FLOPs within 1 pp of the baseline's validation accuracy, and the front's trial nearest 3x
+  FLOPs -- are trained ``--final-epochs`` more (``autorank export --finetune-epochs``,
+  distillation, from the trial's own weights);
+- ``prune-l1``: L1 filter pruning (Li et al. 2017), ``prune-depgraph``: Torch-Pruning's
+  DepGraph with group-norm importance, global ranking (Fang et al. 2023); both prune the
+  channels inside each residual block (the option-A shortcuts of these ResNets pad a strided
+  slice in a lambda, which the dependency graph cannot see) to 2x and 3x FLOPs;
+- ``uniform``: Tucker-2 keeping the same share of every searched layer's channels, at 2x and
+  3x FLOPs;
+  the fixed arms get ``--max-steps`` steps and then ``--final-epochs``, as the multi-fidelity
+  picks do;
+- ``tau``: the proxy's fidelity: ``--tau-plans`` plans drawn at random from the space, each
+  trained through every rung; Kendall's tau between first-rung and top-rung accuracy.
+
+    python bench/final_quality.py --arm multi     # AUTORANK_DATA_DIR, AUTORANK_WEIGHTS_DIR
+    python bench/final_quality.py --report        # bench/results/final_quality.md
+    python bench/final_quality.py --arm multi --smoke   # tiny_cnn on digits, minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import autorank as ar
+from autorank.config import make_config, space_from_dict
+
+RESULTS = Path(__file__).parent / "results"
+ARMS = ("single", "multi", "prune-l1", "prune-depgraph", "uniform", "tau")
+CHECKPOINTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
+FLOPS_TARGETS = (2.0, 3.0)
+log = logging.getLogger("final_quality")
+
+
+def results_dir(args: argparse.Namespace) -> Path:
+    return RESULTS / ("final_quality_smoke" if args.smoke else "final_quality")
+
+
+def search_config(args: argparse.Namespace, arm: str, out: Path) -> Any:
+    """The search of ``arm`` with a plan budget that spends ``--compute-epochs`` of fine-tune."""
+    common: dict[str, Any] = dict(out=str(out), seed=args.seed, runner="ray", parallel=args.parallel,
+                                  objectives=["accuracy", "flops", "params"])
+    if args.smoke:
+        common.update(model="tiny_cnn", dataset="digits", val_source="train", baseline_epochs=15)
+        space = "tiny"
+    else:
+        weights = Path(os.environ["AUTORANK_WEIGHTS_DIR"])
+        common.update(model=args.model, dataset="cifar10", val_source="test",
+                      val_size=args.val_size, checkpoint=str(weights / CHECKPOINTS[args.model]))
+        space = "cifar_resnet"
+    steps_per_epoch = args.steps_per_epoch
+    budget_steps = args.compute_epochs * steps_per_epoch
+    if arm == "single":
+        return make_config(space=space, finetune_steps=args.single_steps,
+                           budget=max(4, round(budget_steps / args.single_steps)), **common)
+    cfg = make_config(space=space, min_steps=args.min_steps, max_steps=args.max_steps,
+                      eta=args.eta, budget=4, **common)
+    assert cfg.space.fidelity is not None
+    rungs = cfg.space.fidelity.rungs
+    # expected steps per plan: every rung's extra steps times the share that reaches it
+    per_plan = sum((b - a) / args.eta ** r
+                   for r, (a, b) in enumerate(zip((0, *rungs[:-1]), rungs, strict=True)))
+    return dataclasses.replace(cfg, budget=max(4, round(budget_steps / per_plan)))
+
+
+def picks(front: Any, baseline_val: float) -> dict[str, int]:
+    """The smallest-FLOPs trial within 1 pp of the baseline, and the trial nearest 3x FLOPs."""
+    out = {}
+    within = front[front["val_accuracy"] >= baseline_val - 0.01]
+    if len(within):
+        out["within_1pp"] = int(within.sort_values("flops").iloc[0]["number"])
+    if len(front):
+        nearest = (front["flops_ratio"] - 3.0).abs().sort_values().index[0]
+        out["nearest_3x_flops"] = int(front.loc[nearest, "number"])
+    return out
+
+
+def run_search_arm(args: argparse.Namespace, arm: str) -> dict[str, Any]:
+    import ray
+
+    out = Path(args.work) / f"{args.model}-{arm}"
+    start = time.time()
+    if not (out / "pareto.csv").exists():
+        ar.search(search_config(args, arm, out), resume=(out / "config.yaml").exists())
+        ray.shutdown()
+    search_s = time.time() - start
+    result = ar.load_run(out)
+    trials = result.trials
+    done = trials[trials["state"] == "complete"]
+    steps_used = int(done["steps"].fillna(0).sum())
+    front = result.pareto()
+    rows = []
+    for name, number in picks(front, float(result.baseline["val_accuracy"])).items():
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.time()
+            info = ar.export(out, number, Path(tmp) / "model", finetune_epochs=args.final_epochs).info
+        rows.append({"pick": name, "trial": number, "val_search": info["val_accuracy_search"],
+                     "test_before_final": info.get("test_accuracy_trial"),
+                     "test": info["test_accuracy"], "params_ratio": info["params_ratio"],
+                     "flops_ratio": info["flops_ratio"], "final_s": time.time() - t0})
+        log.info("%s %s: %s", arm, name, rows[-1])
+    return {"arm": arm, "trials": len(trials), "search_s": search_s, "steps_used": steps_used,
+            "compute_epochs": steps_used / args.steps_per_epoch, "baseline": dict(result.baseline),
+            "front_size": len(front), "models": rows,
+            "front": front[["number", "val_accuracy", "test_accuracy", "params_ratio", "flops_ratio",
+                            "steps"]].to_dict("records")}
+
+
+def load_context(args: argparse.Namespace) -> tuple[torch.nn.Module, Any]:
+    from autorank.baseline import BaselineSpec, load_baseline
+
+    if args.smoke:
+        return load_baseline(BaselineSpec("tiny_cnn", "digits", val_source="train", seed=args.seed,
+                                           baseline_epochs=15))
+    weights = Path(os.environ["AUTORANK_WEIGHTS_DIR"])
+    return load_baseline(BaselineSpec(
+        args.model, "cifar10", checkpoint=str(weights / CHECKPOINTS[args.model]),
+        data_dir=os.environ["AUTORANK_DATA_DIR"], val_source="test", val_size=args.val_size,
+        seed=args.seed))
+
+
+def block_pruned(model: torch.nn.Module, ratio: float, method: str) -> torch.nn.Module:
+    """A copy of a CIFAR ResNet with ``ratio`` of the channels inside every residual block
+    removed through torch-pruning's dependency graph: ``l1`` each block's first conv by filter
+    L1 norm at a uniform ratio (Li et al. 2017), ``depgraph`` by group norm ranked globally."""
+    import torch_pruning as tp
+
+    model = copy.deepcopy(model).cpu()
+    # only each block's first conv is pruned: what feeds the residual sums and the classifier stay
+    inside = [m for n, m in model.named_modules() if n.endswith("conv1") and n.count(".") == 2]
+    kept = [m for m in model.modules()
+            if isinstance(m, torch.nn.Conv2d | torch.nn.Linear) and not any(m is i for i in inside)]
+    example = torch.randn(1, 3, 32, 32)
+    if method == "l1":
+        tp.pruner.MagnitudePruner(model, example, importance=tp.importance.MagnitudeImportance(p=1),
+                                  pruning_ratio=ratio, ignored_layers=kept).step()
+    else:
+        tp.pruner.GroupNormPruner(model, example, importance=tp.importance.GroupNormImportance(p=2),
+                                  pruning_ratio=ratio, global_pruning=True, ignored_layers=kept).step()
+    return model
+
+
+def uniform_tucker2(model: torch.nn.Module, fraction: float) -> torch.nn.Module:
+    rows = ar.inventory(model, (1, 3, 32, 32))
+    from autorank.inventory import eligible
+
+    plan = {}
+    for row in eligible(rows, min_params=2000):
+        if "tucker2" in row.max_rank:
+            t, s = row.weight_shape[:2]
+            plan[row.name] = ar.LayerChoice("tucker2", (max(1, round(fraction * s)),
+                                                        max(1, round(fraction * t))))
+    return ar.apply_plan(model, plan)
+
+
+def at_flops_ratio(baseline: torch.nn.Module, build: Any, target: float) -> tuple[torch.nn.Module, float]:
+    """``build(x)`` for the x in (0, 1) whose model's FLOPs ratio is nearest ``target``
+    (bisection on x, the share of channels removed)."""
+    dense = ar.count_flops(baseline, (1, 3, 32, 32))
+    lo, hi, best = 0.02, 0.98, None
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        model = build(mid)
+        ratio = dense / ar.count_flops(model, (1, 3, 32, 32))
+        if best is None or abs(ratio - target) < abs(best[1] - target):
+            best = (model, ratio, mid)
+        if ratio < target:  # the ratio grows with x: the share of channels removed
+            lo = mid
+        else:
+            hi = mid
+    assert best is not None
+    return best[0], best[2]
+
+
+def train_fixed(args: argparse.Namespace, model: torch.nn.Module, baseline: torch.nn.Module,
+                data: Any) -> dict[str, Any]:
+    """``--max-steps`` of fine-tune then ``--final-epochs``, both distilling from the baseline."""
+    from autorank.engine import FinetuneConfig, evaluate, recover
+
+    start = time.time()
+    recover(model, data, FinetuneConfig(steps=args.max_steps, seed=args.seed), teacher=baseline)
+    val_short = evaluate(model, data, "val")
+    recover(model, data, FinetuneConfig(epochs=args.final_epochs, seed=args.seed + 1, bn_batches=0),
+            teacher=baseline)
+    cost, dense = (ar.metrics.measure_cost(m, (3, 32, 32)) for m in (model, baseline))
+    return {"val_after_max_steps": val_short, "val": evaluate(model, data, "val"),
+            "test": evaluate(model, data, "test"), **cost.ratios(dense), "train_s": time.time() - start}
+
+
+def run_fixed_arm(args: argparse.Namespace, arm: str) -> dict[str, Any]:
+    baseline, data = load_context(args)
+    rows = []
+    for target in FLOPS_TARGETS:
+        if arm == "uniform":
+            def build(x: float) -> torch.nn.Module:
+                return uniform_tucker2(baseline, 1 - x)  # x: the share of channels removed
+        else:
+            method = "l1" if arm == "prune-l1" else "depgraph"
+
+            def build(x: float, method: str = method) -> torch.nn.Module:
+                return block_pruned(baseline, x, method)
+        model, x = at_flops_ratio(baseline, build, target)
+        row = {"target_flops_ratio": target, "setting": x, **train_fixed(args, model, baseline, data)}
+        rows.append(row)
+        log.info("%s at %.1fx: %s", arm, target, row)
+    return {"arm": arm, "models": rows}
+
+
+def run_tau_arm(args: argparse.Namespace) -> dict[str, Any]:
+    """Random plans through every rung; written after each plan, so a stopped run keeps them."""
+    import optuna
+    from scipy.stats import kendalltau
+
+    from autorank.sweep.space import build_space
+    from autorank.sweep.trial import TrialContext, run_trial
+
+    baseline, data = load_context(args)
+    cfg = search_config(args, "multi", Path(args.work) / "tau")
+    space = build_space(baseline, ar.inventory(baseline, (1, *data.input_shape)),
+                        space_from_dict({"max_drop": None}, base=cfg.space))
+    shape = (1, *data.input_shape)
+    ctx = TrialContext(key="tau", model_name=cfg.model, num_classes=data.num_classes,
+                       input_size=data.input_shape[-1], baseline_state=baseline.state_dict(),
+                       baseline_params=ar.count_params(baseline),
+                       baseline_flops=ar.count_flops(baseline, shape), data=data, space=space,
+                       threads=torch.get_num_threads(), weights_dir=str(Path(args.work) / "tau-weights"),
+                       seed=args.seed)
+    path = results_dir(args) / f"{args.model}-tau.json"
+    plans = json.loads(path.read_text())["plans"] if path.exists() else []
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=optuna.samplers.RandomSampler(seed=args.seed))
+    assert space.config.fidelity is not None
+    for number in range(args.tau_plans):
+        trial = study.ask()
+        space.suggest(trial)
+        if number < len(plans):
+            continue  # measured in an earlier run (same seed: the same draws)
+        accs = []
+        for rung in range(space.config.fidelity.top + 1):
+            out = run_trial(ctx, number, trial.params, rung=rung)
+            accs.append(out.val_accuracy)
+        plans.append({"number": number, "plan": out.plan, "flops_ratio": out.flops_ratio,
+                      "accuracy_by_rung": accs, "steps": list(space.config.fidelity.rungs)})
+        tau = kendalltau([p["accuracy_by_rung"][0] for p in plans],
+                         [p["accuracy_by_rung"][-1] for p in plans]).statistic if len(plans) > 2 else None
+        write(args, "tau", {"arm": "tau", "plans": plans, "kendall_tau_first_top": tau})
+    return json.loads(path.read_text())
+
+
+def write(args: argparse.Namespace, arm: str, data: dict[str, Any]) -> None:
+    folder = results_dir(args)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {**data, "settings": {k: v for k, v in vars(args).items() if k != "report"}}
+    tmp = folder / f".{args.model}-{arm}.json.tmp"
+    tmp.write_text(json.dumps(data, indent=1, default=float))
+    tmp.replace(folder / f"{args.model}-{arm}.json")
+
+
+def report(args: argparse.Namespace) -> str:
+    """bench/results/final_quality.md from whatever arm files exist."""
+    folder = results_dir(args)
+    lines = ["# Final models' quality", "", "Written by `bench/final_quality.py --report` from the "
+             "arm files in `bench/results/final_quality/`; see the script's docstring for the "
+             "protocol. Arms not run yet are listed as missing.", ""]
+    for model in ("resnet20", "resnet56"):
+        found = {arm: json.loads((folder / f"{model}-{arm}.json").read_text())
+                 for arm in ARMS if (folder / f"{model}-{arm}.json").exists()}
+        lines += [f"## {model}", ""]
+        missing = [a for a in ARMS if a not in found]
+        if missing:
+            lines += [f"Missing arms: {', '.join(missing)}.", ""]
+        lines += ["| arm | model | test acc | params ratio | FLOPs ratio | compute |",
+                  "|---|---|---|---|---|---|"]
+        for arm, data in found.items():
+            if arm == "tau":
+                continue
+            for m in data["models"]:
+                label = m.get("pick") or f"{m['target_flops_ratio']:.0f}x FLOPs target"
+                compute = (f"search {data['compute_epochs']:.1f} ep + final "
+                           f"{data['settings']['final_epochs']} ep" if "compute_epochs" in data
+                           else f"{data['settings']['max_steps']} steps + final "
+                                f"{data['settings']['final_epochs']} ep")
+                lines.append(f"| {arm} | {label} | {100 * m['test']:.2f} % | "
+                             f"{m['params_ratio']:.2f}x | {m['flops_ratio']:.2f}x | {compute} |")
+        if "tau" in found:
+            tau = found["tau"]
+            value = tau["kendall_tau_first_top"]
+            lines += ["", f"Kendall's tau, first vs top rung accuracy over {len(tau['plans'])} "
+                      f"random plans: {value:.3f}" if value is not None else "tau: too few plans"]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arm", choices=ARMS)
+    parser.add_argument("--report", action="store_true", help="write final_quality.md and stop")
+    parser.add_argument("--model", default="resnet20", choices=sorted(CHECKPOINTS))
+    parser.add_argument("--compute-epochs", type=float, default=30.0,
+                        help="fine-tune compute of each search arm, in epochs")
+    parser.add_argument("--final-epochs", type=float, default=10.0)
+    parser.add_argument("--single-steps", type=int, default=200)
+    parser.add_argument("--min-steps", type=int, default=100)
+    parser.add_argument("--max-steps", type=int, default=1600)
+    parser.add_argument("--eta", type=int, default=4)
+    parser.add_argument("--tau-plans", type=int, default=20)
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--val-size", type=int, default=5000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", default="/tmp/autorank-final-quality")
+    parser.add_argument("--smoke", action="store_true", help="tiny_cnn on digits, a few steps")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.smoke:
+        args.model, args.compute_epochs, args.final_epochs = "tiny_cnn", 6.0, 1.0
+        args.min_steps, args.max_steps, args.eta, args.single_steps = 10, 40, 2, 20
+        args.tau_plans, args.work = 4, args.work + "-smoke"
+    # the shared checkpoints are validated on test images: all 50,000 training images train
+    args.steps_per_epoch = 22 if args.smoke else math.ceil(50000 / 128)
+    if args.report:
+        text = report(args)
+        (RESULTS / ("final_quality_smoke.md" if args.smoke else "final_quality.md")).write_text(text)
+        print(text)
+        return 0
+    if args.arm is None:
+        parser.error("give --arm or --report")
+    if not args.smoke and not (os.environ.get("AUTORANK_DATA_DIR")
+                               and os.environ.get("AUTORANK_WEIGHTS_DIR")):
+        print("set AUTORANK_DATA_DIR (cifar10.npz) and AUTORANK_WEIGHTS_DIR (the checkpoints)")
+        return 2
+    if args.arm in ("single", "multi"):
+        write(args, args.arm, run_search_arm(args, args.arm))
+    elif args.arm == "tau":
+        run_tau_arm(args)
+    else:
+        write(args, args.arm, run_fixed_arm(args, args.arm))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

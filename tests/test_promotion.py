@@ -1,0 +1,76 @@
+"""The promotion rule of the multi-fidelity search, on hand-made results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autorank.config import Fidelity
+from autorank.errors import UserError
+from autorank.sweep.promotion import (
+    RungResult,
+    crowding_distance,
+    promotable,
+    rank_by_dominance,
+)
+
+
+def test_rungs_grow_by_eta_and_end_at_max_steps() -> None:
+    assert Fidelity(100, 1600, 4).rungs == (100, 400, 1600)
+    assert Fidelity(100, 1000, 3).rungs == (100, 300, 900, 1000)
+    assert Fidelity(50, 50, 3).rungs == (50,)
+    assert Fidelity(100, 1600, 4).top == 2
+    for bad in ((0, 10, 3), (10, 5, 3), (10, 100, 1)):
+        with pytest.raises(UserError, match="fidelity needs"):
+            Fidelity(*bad)
+
+
+def r0(number: int, accuracy: float, params: float) -> RungResult:
+    return RungResult(number, 0, accuracy, (params,))
+
+
+def test_a_dominated_trial_is_not_promoted_a_front_trial_is() -> None:
+    # 0 dominates 1 (more accurate and smaller); 2 trades accuracy for size with 0
+    results = [r0(0, 0.9, 10), r0(1, 0.8, 20), r0(2, 0.7, 5)]
+    assert promotable(results, eta=3, top=2) == [(0, 1)]  # 3 // 3 = 1 slot
+    results += [r0(3, 0.6, 30), r0(4, 0.5, 40), r0(5, 0.4, 50)]
+    got = promotable(results, eta=3, top=2)  # 6 // 3 = 2 slots: the front {0, 2}
+    assert sorted(got) == [(0, 1), (2, 1)]
+    assert all(n not in {1, 3, 4, 5} for n, _ in got)
+
+
+def test_eta_sets_the_share_promoted() -> None:
+    results = [r0(i, 0.5 + i / 100, 10.0) for i in range(12)]  # same cost: accuracy decides
+    assert promotable(results, eta=4, top=1) == [(11, 1), (10, 1), (9, 1)]
+    assert promotable(results, eta=2, top=1) == [(n, 1) for n in (11, 10, 9, 8, 7, 6)]
+    assert promotable(results[:3], eta=4, top=1) == []  # no worker waits: nothing to promote yet
+
+
+def test_taken_and_done_promotions_are_not_offered_again_and_top_rung_ends() -> None:
+    results = [r0(i, 0.5 + i / 100, 10.0) for i in range(6)] + [RungResult(5, 1, 0.9, (10.0,))]
+    assert promotable(results, eta=3, top=2, taken=[(4, 1)]) == []
+    # at rung 1 one result: 1 // 3 = 0 slots; at the top rung nothing goes further
+    top = [RungResult(i, 1, 0.9, (1.0,)) for i in range(3)]
+    assert promotable(top, eta=3, top=1) == []
+
+
+def test_deepest_rung_first_and_idempotent() -> None:
+    results = [r0(i, 0.5 + i / 100, 10.0) for i in range(9)]
+    results += [RungResult(n, 1, acc, (10.0,)) for n, acc in ((8, 0.95), (7, 0.9), (6, 0.85))]
+    first = promotable(results, eta=3, top=2)
+    assert first[0] == (8, 2)  # rung 1's best goes on before rung 0's next
+    assert first == promotable(list(reversed(results)), eta=3, top=2)  # order of results
+    assert first == promotable(results, eta=3, top=2)  # asked twice
+
+
+def test_non_finite_accuracy_is_never_promoted() -> None:
+    results = [r0(0, float("nan"), 1.0), r0(1, 0.5, 10.0), r0(2, 0.4, 20.0), r0(3, 0.3, 30.0)]
+    assert promotable(results, eta=3, top=1) == [(1, 1)]
+
+
+def test_ranking_fronts_then_crowding() -> None:
+    values = np.array([[0.0, 3.0], [1.0, 2.0], [2.0, 1.0], [3.0, 0.0], [3.0, 3.0]])
+    order = rank_by_dominance(values)
+    assert order[-1] == 4  # the only dominated row comes last
+    assert set(order[:2]) == {0, 3}  # the ends of the front: infinite crowding distance
+    assert np.isinf(crowding_distance(values[:4])[[0, 3]]).all()
