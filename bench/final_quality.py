@@ -146,7 +146,8 @@ def load_context(args: argparse.Namespace) -> tuple[torch.nn.Module, Any]:
 def block_pruned(model: torch.nn.Module, ratio: float, method: str) -> torch.nn.Module:
     """A copy of a CIFAR ResNet with ``ratio`` of the channels inside every residual block
     removed through torch-pruning's dependency graph: ``l1`` each block's first conv by filter
-    L1 norm at a uniform ratio (Li et al. 2017), ``depgraph`` by group norm ranked globally."""
+    L1 norm at a uniform ratio (Li et al. 2017), ``depgraph`` by the L2 norm of each coupled
+    group (conv filters, BatchNorm, the next conv's inputs) ranked globally (Fang et al. 2023)."""
     import torch_pruning as tp
 
     model = copy.deepcopy(model).cpu()
@@ -159,8 +160,9 @@ def block_pruned(model: torch.nn.Module, ratio: float, method: str) -> torch.nn.
         tp.pruner.MagnitudePruner(model, example, importance=tp.importance.MagnitudeImportance(p=1),
                                   pruning_ratio=ratio, ignored_layers=kept).step()
     else:
-        tp.pruner.GroupNormPruner(model, example, importance=tp.importance.GroupNormImportance(p=2),
-                                  pruning_ratio=ratio, global_pruning=True, ignored_layers=kept).step()
+        # DepGraph's group L2 norm, ranked across all layers at once (no sparse training first)
+        tp.pruner.MetaPruner(model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                             pruning_ratio=ratio, global_pruning=True, ignored_layers=kept).step()
     return model
 
 
