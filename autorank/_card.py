@@ -43,7 +43,7 @@ def _cost_rows(info: Mapping[str, Any]) -> list[str]:
 
 def _plan_rows(plan: Plan) -> list[str]:
     rows = ["| layer | method | rank |", "|---|---|---|"]
-    rows += [f"| `{name}` | {c.method} | {tuple(c.rank) if c.rank else '-'} |"
+    rows += [f"| `{name}` | {c.method} | {str(c).removeprefix(c.method).strip() if c.rank else '-'} |"
              for name, c in sorted(plan.items())]
     return rows
 

@@ -73,7 +73,8 @@ ONNX_ATOL = 1e-4
 ONNX_RTOL = 1e-4
 FILES = ("plan.json", "model.safetensors", "export.json", "config.yaml", "README.md", "model.onnx")
 _NEEDED = ("export.json", "plan.json", "model.safetensors")  # what load_exported reads
-_MODULES: dict[str, Callable[..., nn.Module]] = {"Conv2d": nn.Conv2d, "Linear": nn.Linear}
+_MODULES: dict[str, Callable[..., nn.Module]] = {"Conv2d": nn.Conv2d, "Linear": nn.Linear,
+                                              "BatchNorm2d": nn.BatchNorm2d}
 
 Stages = list[tuple[Plan, bool]]
 
@@ -104,8 +105,12 @@ def module_spec(module: nn.Module) -> dict[str, Any]:
     if type(module) is nn.Linear:
         return {"type": "Linear", "in_features": module.in_features,
                 "out_features": module.out_features, "bias": module.bias is not None}
-    raise TypeError(f"cannot export a {type(module).__name__}: a factorized layer is an "
-                    "nn.Sequential of nn.Conv2d/nn.Linear")
+    if type(module) is nn.BatchNorm2d:
+        return {"type": "BatchNorm2d", "num_features": module.num_features, "eps": module.eps,
+                "momentum": module.momentum, "affine": module.affine,
+                "track_running_stats": module.track_running_stats}
+    raise TypeError(f"cannot export a {type(module).__name__}: a compressed layer is an "
+                    "nn.Sequential of nn.Conv2d/nn.Linear (or a pruned BatchNorm2d)")
 
 
 def build_module(spec: Mapping[str, Any]) -> nn.Module:
@@ -169,15 +174,33 @@ def _check_layers(model: nn.Module, plan: Plan, folder: Path, model_name: str) -
                         f"in {model_name!r}; its conv/linear layers are {known}")
 
 
+def _as_built(dense: nn.Module, module: nn.Module) -> nn.Module:
+    """``dense`` with the input and output channels of the recorded ``module`` (pruning, here or
+    in the layer feeding it, shrank them): the layer the plan's rank applies to."""
+    if not isinstance(dense, nn.Conv2d | nn.Linear):
+        return dense
+    layers = [m for m in module.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    if not layers:
+        return dense
+    first, last = layers[0], layers[-1]
+    c_in = first.in_channels if isinstance(first, nn.Conv2d) else first.in_features
+    c_out = last.out_channels if isinstance(last, nn.Conv2d) else last.out_features
+    if isinstance(dense, nn.Linear):
+        return nn.Linear(c_in, c_out, bias=dense.bias is not None, device="meta")
+    spec = {**module_spec(dense), "in_channels": c_in, "out_channels": c_out}
+    with torch.device("meta"):  # shapes only: the closed forms read nothing else
+        return build_module(spec)
+
+
 def _factorized(model: nn.Module, name: str, choice: LayerChoice, spec: Any,
                 check: bool = True) -> nn.Module:
     """The recorded module for layer ``name``, checked against the plan's method and rank
     (unless ``check`` is false: a layer factorized again by later stages)."""
-    dense = model.get_submodule(name)
     try:
         method = get_method(choice.method)
-        rank = method.check_rank(dense, choice.rank)
         module = build_module(spec)
+        dense = _as_built(model.get_submodule(name), module)
+        rank = method.check_rank(dense, choice.rank)
     except ValueError as err:
         raise UserError(f"exported layer {name!r}: {err}") from None
     expected, got = method.num_params(dense, rank), count_params(module)
@@ -213,6 +236,11 @@ def load_exported(path: str | os.PathLike[str]) -> nn.Module:
                       input_size=int(info["input_shape"][-1]))
     _check_layers(model, plan, folder, info["model_name"])
     modules = info.get("modules", {})
+    for name, spec in sorted(info.get("reshaped", {}).items()):  # shrunk by pruning elsewhere
+        try:
+            set_submodule(model, name, build_module(spec))
+        except (ValueError, AttributeError) as err:
+            raise UserError(f"export.json: reshaped module {name!r}: {err}") from None
     one_stage = len(stages) == 1 and not stages[0][1]
     for name, choice in plan.items():
         if choice.method == "keep":
@@ -260,6 +288,27 @@ def save_weights(model: nn.Module, path: Path) -> None:
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
 
 
+def _reshaped(model: nn.Module, plan: Plan, info: Mapping[str, Any]) -> dict[str, Any]:
+    """Specs of the modules outside the plan's layers whose shapes pruning changed (the
+    BatchNorm after a pruned conv, the conv that consumes its channels), by dotted name."""
+    from .models import get_model
+
+    if not any(c.kept_channels is not None for c in plan.values()):
+        return {}
+    dense = dict(get_model(info["model_name"], num_classes=int(info["num_classes"]),
+                           input_size=int(info["input_shape"][-1])).named_modules())
+    out = {}
+    for name, module in model.named_modules():
+        if any(name == p or name.startswith(p + ".") for p in plan) or name not in dense:
+            continue
+        if not isinstance(module, nn.Conv2d | nn.Linear | nn.BatchNorm2d):
+            continue
+        shapes = [tuple(t.shape) for t in module.state_dict().values()]
+        if shapes != [tuple(t.shape) for t in dense[name].state_dict().values()]:
+            out[name] = module_spec(module)
+    return out
+
+
 def write_bundle(model: nn.Module, plan: Plan, folder: Path, info: Mapping[str, Any], *,
                  stages: Sequence[tuple[Plan, bool]] | None = None) -> dict[str, Any]:
     """Write ``plan.json``, ``model.safetensors`` and ``export.json`` (``info`` plus the layout of
@@ -271,7 +320,8 @@ def write_bundle(model: nn.Module, plan: Plan, folder: Path, info: Mapping[str, 
     """
     modules = {name: module_spec(model.get_submodule(name))
                for name, choice in sorted(plan.items()) if choice.method != "keep"}
-    full = {"format": FORMAT_VERSION, **info, "modules": modules}
+    full = {"format": FORMAT_VERSION, **info, "modules": modules,
+            "reshaped": _reshaped(model, plan, info)}
     content: Any = json.loads(plan_to_json(plan))
     if stages:
         content = {"stages": [{"plan": json.loads(plan_to_json(p)), "fuse": fuse}

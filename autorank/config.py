@@ -66,7 +66,7 @@ class Fidelity:
 class SpaceConfig:
     """A search-space preset (``search_spaces/*.yaml``); every key is optional."""
 
-    methods: tuple[str, ...] = ("tucker2", "cp3", "tt", "svd", "spatial_svd", "keep")
+    methods: tuple[str, ...] = ("tucker2", "cp3", "tt", "svd", "spatial_svd", "prune", "keep")
     exclude: tuple[str, ...] = ()  # globs on dotted layer names
     exclude_first_conv: bool = True
     exclude_classifier: bool = True
@@ -85,6 +85,9 @@ class SpaceConfig:
     # users pick models; None: every trial counts alike. The front lists every trial anyway.
     max_drop: float | None = 0.10
     latency_batch: int = 32
+    # how ``prune`` picks the channels it keeps: l1 / l2 filter norm (Li et al. 2017), or the
+    # L2 norm of the whole coupled group (DepGraph, Fang et al. 2023)
+    prune_importance: str = "l1"
     # the short fine-tune every trial gets (the search's --seed is its seed)
     finetune: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(steps=200))
     # None: one rung, every trial gets finetune's steps; else the rungs of the multi-fidelity
@@ -125,6 +128,9 @@ def _check_space(cfg: SpaceConfig) -> None:
         raise _fail("musco_w", f"must be in [0, 1], got {cfg.musco_w}")
     if cfg.groups < 0:
         raise _fail("groups", f"must be >= 0 (0: per layer), got {cfg.groups}")
+    if cfg.prune_importance not in ("l1", "l2", "group"):
+        raise _fail("prune_importance", f"unknown {cfg.prune_importance!r}; expected one of "
+                    "['l1', 'l2', 'group']")
     if cfg.min_params < 0 or cfg.latency_batch < 1:
         raise _fail("min_params/latency_batch", "must be >= 0 and >= 1")
     if (cfg.finetune.steps is None) == (cfg.finetune.epochs is None):
@@ -135,7 +141,7 @@ _TYPES: dict[str, type] = {"methods": tuple, "exclude": tuple, "exclude_first_co
                            "exclude_classifier": bool, "min_params": int, "strength": tuple,
                            "scale": tuple, "groups": int, "musco_w": float, "max_drop": float,
                            "objectives": tuple, "sampler": str, "latency_batch": int, "finetune": dict,
-                           "fidelity": dict}
+                           "fidelity": dict, "prune_importance": str}
 
 
 _NULLABLE = {"max_drop", "fidelity"}

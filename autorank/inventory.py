@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pandas as pd
 from torch import nn
 
-from .decompose import get_method, list_methods
+from .decompose import get_method, list_methods, prunable_layers
 from .decompose._base import weight_of
 from .metrics import flops_by_layer
 from .rank import vbmf_rank_for
@@ -51,11 +51,13 @@ def inventory(
     ratio there.
     """
     flops = flops_by_layer(model, input_shape)
+    prunable = prunable_layers(model, input_shape) if "prune" in list_methods() else set()
     rows = []
     for name, layer in model.named_modules():
         if not isinstance(layer, nn.Conv2d | nn.Linear):
             continue
-        methods = compressible_methods(layer)
+        # pruning depends on the graph: only layers whose channels are their own
+        methods = [m for m in compressible_methods(layer) if m != "prune" or name in prunable]
         if methods:
             rows.append(_layer_info(name, layer, flops.get(name, 0), methods))
     return rows

@@ -12,29 +12,48 @@ from typing import Any
 
 @dataclass(frozen=True)
 class LayerChoice:
-    """How one layer is factorized.
+    """How one layer is compressed.
 
     Args:
-        method: name of a registered decomposition (see ``autorank.list_methods()``).
+        method: name of a registered method (see ``autorank.list_methods()``).
         rank: the method's rank tuple; its order is documented on each method
             (``tucker2``: ``(r_in, r_out)``, ``tt``: ``(r1, r2, r3)``, ``cp``/``cp3``/``svd``/
-            ``spatial_svd``: ``(r,)``, ``keep``: ``()``).
+            ``spatial_svd``: ``(r,)``, ``prune``: ``(k,)`` output channels kept, ``keep``: ``()``).
+        prune: for a factorization, the output channels kept before it (the layer is pruned
+            first, then what remains is factorized); None: not pruned.
     """
 
     method: str
     rank: tuple[int, ...] = ()
+    prune: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rank", tuple(int(r) for r in self.rank))
+        if self.prune is not None:
+            object.__setattr__(self, "prune", int(self.prune))
+
+    def __str__(self) -> str:
+        pruned = f" on {self.prune} kept channels" if self.prune is not None else ""
+        return f"{self.method} {tuple(self.rank)}{pruned}"
+
+    @property
+    def kept_channels(self) -> int | None:
+        """The output channels this choice keeps by pruning, if it prunes."""
+        return self.rank[0] if self.method == "prune" else self.prune
 
     def to_json(self) -> dict[str, Any]:
-        return {"method": self.method, "rank": list(self.rank)}
+        out: dict[str, Any] = {"method": self.method, "rank": list(self.rank)}
+        if self.prune is not None:
+            out["prune"] = self.prune
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LayerChoice:
         if not isinstance(data, Mapping) or "method" not in data:
             raise ValueError(f"a layer choice needs a 'method' and a 'rank', got {data!r}")
-        return cls(str(data["method"]), tuple(data.get("rank", ())))
+        prune = data.get("prune")
+        return cls(str(data["method"]), tuple(data.get("rank", ())),
+                   None if prune is None else int(prune))
 
 
 Plan = dict[str, LayerChoice]

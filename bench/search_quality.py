@@ -15,6 +15,9 @@ one run:
 - ``random-p1``: ``random`` at ``--parallel 1`` (2 threads), for trials/hour at 1 vs 2;
 - ``gp-flops``: ``gp`` minimising FLOPs instead of params (``--objectives accuracy,flops``):
   the arm to hold against pruning at equal FLOPs;
+- ``hybrid-flops``, ``factorize-flops``, ``prune-flops``: the search minimising FLOPs over a
+  space with both ``prune`` and the factorizations, the factorizations only, and ``prune``
+  only (the searched L1 pruning; ``prune`` in ``--arms`` adds the fixed uniform ratios);
 - ``vbmf``: the one-shot Kim et al. recipe (Tucker-2 at EVBMF ranks), trial 0 of each search;
 - ``uniform-*``: Tucker-2 keeping the same fraction of every layer's channels;
 - ``prune-l1-*``: plain structured pruning, the baseline a factorization must beat at equal
@@ -64,6 +67,13 @@ SEARCH_ARMS: dict[str, dict] = {
     "gp-flops": {"sampler": "gp", "max_drop": None, "objectives": ["accuracy", "flops"]},
     # random sampling one trial at a time with both threads: trials/hour at parallel 1 vs 2
     "random-p1": {"sampler": "random", "max_drop": 0.10},
+    # prune or factorize, in the FLOPs plane: the hybrid space against each pure one
+    "hybrid-flops": {"sampler": "gp", "max_drop": 0.10, "objectives": ["accuracy", "flops"],
+                     "methods": ["tucker2", "tt", "svd", "spatial_svd", "prune", "keep"]},
+    "factorize-flops": {"sampler": "gp", "max_drop": 0.10, "objectives": ["accuracy", "flops"],
+                        "methods": ["tucker2", "tt", "svd", "spatial_svd", "keep"]},
+    "prune-flops": {"sampler": "gp", "max_drop": 0.10, "objectives": ["accuracy", "flops"],
+                    "methods": ["prune", "keep"]},
 }
 log = logging.getLogger("search_quality")
 

@@ -10,6 +10,7 @@ from torch import nn
 import autorank as ar
 from autorank.decompose import DegenerateDecompositionError
 from autorank.decompose.cp import cp_als
+from autorank.decompose.prune import kept_channels
 
 CONV_METHODS = [m for m in ar.list_methods() if m != "keep"]
 NESTED = ["svd", "spatial_svd", "tucker2", "tt"]  # error falls as rank grows
@@ -69,8 +70,10 @@ def test_exact_at_full_rank(method: str, geometry: str) -> None:
     y, ref = fact(x), conv(x)
     assert y.shape == ref.shape
     assert rel_error(y, ref) <= 1e-4
-    assert isinstance(fact, nn.Sequential)
-    assert all(isinstance(m, nn.Conv2d) for m in fact)
+    # a factorization is a chain of small convs; pruning keeps the layer, with fewer filters
+    layers = [fact] if method == "prune" else list(fact)
+    assert isinstance(fact, nn.Conv2d if method == "prune" else nn.Sequential)
+    assert all(isinstance(m, nn.Conv2d) for m in layers)
     assert all(p.dtype == torch.float64 for p in fact.parameters())
 
 
@@ -86,10 +89,12 @@ def test_num_params_matches_module(method: str, geometry: str) -> None:
             rank = (max(1, int(fraction * 8)),)
         fact = strategy.factorize(conv, rank)
         assert strategy.num_params(conv, rank) == sum(p.numel() for p in fact.parameters())
-        bias = fact[-1].bias
+        bias = (fact[-1] if isinstance(fact, nn.Sequential) else fact).bias
         assert (bias is None) == (conv.bias is None)
         if conv.bias is not None:
-            assert torch.equal(bias, conv.bias)
+            # pruning keeps the biases of the filters it keeps
+            kept = kept_channels(conv, rank[0]) if method == "prune" else slice(None)
+            assert torch.equal(bias, conv.bias[kept])
 
 
 @torch.no_grad()
@@ -205,4 +210,4 @@ def test_unknown_method_lists_choices() -> None:
 
 
 def test_list_methods() -> None:
-    assert ar.list_methods() == ["cp", "cp3", "keep", "spatial_svd", "svd", "tt", "tucker2"]
+    assert ar.list_methods() == ["cp", "cp3", "keep", "prune", "spatial_svd", "svd", "tt", "tucker2"]

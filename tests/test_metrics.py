@@ -44,9 +44,11 @@ def test_inventory_rows() -> None:
     assert [r.name for r in rows] == ["0", "3", "5"]  # the depthwise conv is not compressible
     conv, pointwise, linear = rows
     assert conv.flops == 2 * 16 * 64 * 3 * 9 and conv.params == 16 * 27 + 16
-    assert set(conv.ratios) == {"cp", "cp3", "spatial_svd", "svd", "tt", "tucker2"}
+    # pruning conv 0 cuts the depthwise conv after it too: its channels are its own
+    assert set(conv.ratios) == {"cp", "cp3", "prune", "spatial_svd", "svd", "tt", "tucker2"}
     assert len(conv.vbmf_rank) == 2
-    assert set(pointwise.ratios) == {"svd"} and len(pointwise.vbmf_rank) == 1
+    assert set(pointwise.ratios) == {"prune", "svd"} and len(pointwise.vbmf_rank) == 1
     assert linear.kind == "linear" and linear.max_rank["svd"] == (10,)
+    assert "prune" not in linear.max_rank  # the classifier's classes stay
     frame = inventory_frame(rows)
     assert list(frame["layer"]) == ["0", "3", "5"]

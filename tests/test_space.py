@@ -70,7 +70,7 @@ def test_default_exclusions_and_methods() -> None:
     names = [layer.name for layer in space.layers]
     assert names == ["a", "b", "pw"]  # first conv and the classifier excluded
     by_name = {layer.name: layer for layer in space.layers}
-    assert by_name["pw"].methods == ("svd", "keep")  # 1x1: only svd applies
+    assert by_name["pw"].methods == ("svd", "prune", "keep")  # 1x1: svd (and pruning) apply
     assert "tucker2" in by_name["a"].methods and by_name["a"].default_method == "tucker2"
     assert [layer.name for layer in space_for(exclude=["b*"]).layers] == ["a", "pw"]
     with pytest.raises(UserError, match="no compressible layer"):
@@ -80,7 +80,12 @@ def test_default_exclusions_and_methods() -> None:
 def test_seeds_are_evbmf_tucker2_then_musco() -> None:
     net = Net()
     space = build_space(net, ar.inventory(net, (1, 3, 8, 8)), SpaceConfig())
-    evbmf, musco = (space.plan(p) for p in space.seeds())
+    evbmf, musco, prune30, prune50 = (space.plan(p) for p in space.seeds())
+    for share, plan in ((0.3, prune30), (0.5, prune50)):  # uniform L1 pruning (Li et al. 2017)
+        assert plan and all(c.method == "prune" for c in plan.values())
+        for name, choice in plan.items():
+            out = next(x for x in space.layers if x.name == name).weight_shape[0]
+            assert choice.rank == (round(out * (1 - share)),)
     for layer in space.layers:
         method = layer.default_method
         assert evbmf[layer.name] == ar.LayerChoice(method, layer.seed[method])
@@ -126,7 +131,7 @@ def test_plans_are_valid_and_names_stable() -> None:
 def test_groups_share_method_and_offset() -> None:
     space = space_for(groups=2)
     assert [layer.key for layer in space.layers] == ["g0", "g0", "g1"]
-    assert space.keys()["g1"] == ("svd", "keep")
+    assert space.keys()["g1"] == ("svd", "prune", "keep")
     params = {"w": 0.5, "method.g0": "tucker2", "scale.g0": -1.0, "method.g1": "svd", "scale.g1": 0.0}
     plan = space.plan(params)
     a, b = (next(x for x in space.layers if x.name == n) for n in ("a", "b"))

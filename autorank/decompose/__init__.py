@@ -1,7 +1,8 @@
-"""Low-rank decompositions of conv and linear layers, and applying a plan to a model.
+"""Low-rank decompositions and channel pruning of conv and linear layers, and applying a plan
+to a model.
 
 Methods (rank tuple order in brackets): ``keep`` (), ``svd`` (r), ``spatial_svd`` (r),
-``tucker2`` (r_in, r_out), ``cp`` (R), ``cp3`` (R), ``tt`` (r1, r2, r3).
+``tucker2`` (r_in, r_out), ``cp`` (R), ``cp3`` (R), ``tt`` (r1, r2, r3), ``prune`` (k).
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from collections.abc import Mapping
 from torch import nn
 
 from ..types import LayerChoice
-from . import cp, keep, spatial_svd, svd, tt, tucker2  # noqa: F401  (registers the methods)
+from . import cp, keep, prune, spatial_svd, svd, tt, tucker2  # noqa: F401  (registers them)
 from ._base import ConvGeometry, FactorCache, Method, Rank
 from ._registry import get_method, list_methods, register_method
 from .cp import DegenerateDecompositionError
+from .prune import channel_consumers, prunable_layers, prune_layers
 
 __all__ = [
     "ConvGeometry",
@@ -24,8 +26,11 @@ __all__ = [
     "Method",
     "Rank",
     "apply_plan",
+    "channel_consumers",
     "get_method",
     "list_methods",
+    "prunable_layers",
+    "prune_layers",
     "register_method",
     "set_submodule",
     "validate_plan",
@@ -52,32 +57,51 @@ def validate_plan(model: nn.Module, plan: Mapping[str, LayerChoice]) -> None:
     Raises:
         ValueError: an unknown layer, an unknown method, a layer the method does not support, or
             a rank outside 1..max; the message names the layer, the value and what is allowed.
+
+    A factorization of a pruned layer (``choice.prune``) is checked against the layer's
+    pruned shape when the plan is applied.
     """
     for name, choice in plan.items():
         layer = _layer(model, name)
         try:
-            get_method(choice.method).check_rank(layer, choice.rank)
+            if choice.kept_channels is not None:
+                get_method("prune").check_rank(layer, (choice.kept_channels,))
+            if choice.prune is None or choice.method == "prune":
+                get_method(choice.method).check_rank(layer, choice.rank)
+            else:
+                get_method(choice.method)
         except ValueError as err:
             raise ValueError(f"layer {name!r}: {err}") from None
 
 
-def apply_plan(model: nn.Module, plan: Mapping[str, LayerChoice]) -> nn.Module:
-    """A copy of ``model`` with each layer named in ``plan`` replaced by its factorization.
+def apply_plan(model: nn.Module, plan: Mapping[str, LayerChoice], *,
+               input_shape: tuple[int, ...] = (1, 3, 32, 32),
+               importance: str = "l1") -> nn.Module:
+    """A copy of ``model`` with every layer named in ``plan`` compressed.
 
-    ``model`` is left untouched. Layers not named are kept. Factors are cached per method by
-    the layer's weight content, so plans over the same baseline reuse them.
+    The order of operations: first every pruned layer (``prune``, or a factorization with
+    ``prune`` set) loses its least important output channels (``importance``: ``l1`` or ``l2``
+    filter norm, or ``group`` norm: see :mod:`autorank.decompose.prune`), and every layer
+    coupled to them shrinks with it (Torch-Pruning's dependency graph, traced at ``input_shape``); then
+    each factorized layer, as pruned, is replaced by its factorization. ``model`` is left
+    untouched; layers not named are kept. Factors are cached per method by the layer's weight
+    content, so plans over the same baseline reuse them.
 
     Raises:
-        ValueError: see :func:`validate_plan`; also a decomposition that fails (e.g. a degenerate
-            CP), with the layer's name.
+        ValueError: see :func:`validate_plan`; also a layer whose channels cannot be pruned alone,
+            or a decomposition that fails (e.g. a degenerate CP), with the layer's name.
     """
     validate_plan(model, plan)
     out = copy.deepcopy(model)
+    kept = {n: k for n, c in plan.items() if (k := c.kept_channels) is not None}
+    if kept:
+        prune_layers(out, kept, input_shape, importance=importance)
     for name, choice in plan.items():
-        if choice.method == "keep":
+        if choice.method in ("keep", "prune"):
             continue
+        layer = out.get_submodule(name)  # as pruned, where pruning reached it
         try:
-            new = get_method(choice.method).factorize(model.get_submodule(name), choice.rank)
+            new = get_method(choice.method).factorize(layer, choice.rank)
         except ValueError as err:
             raise type(err)(f"layer {name!r}: {err}") from err
         set_submodule(out, name, new)

@@ -42,7 +42,7 @@ def _plotly() -> Any:
 def plan_text(plan_json: str, *, sep: str = "<br>") -> str:
     """A plan as one ``layer: method rank`` line per factorized layer (``keep`` left out)."""
     plan = plan_from_json(plan_json) if plan_json else {}
-    lines = [f"{name}: {c.method} {tuple(c.rank)}" for name, c in sorted(plan.items())
+    lines = [f"{name}: {c}" for name, c in sorted(plan.items())
              if c.method != "keep"]
     return sep.join(lines) or "dense (nothing factorized)"
 
@@ -97,7 +97,7 @@ def plan_matrix(front: pd.DataFrame) -> tuple[list[str], list[str], list[list[st
     rows = front.sort_values("params") if len(front) else front
     plans = [plan_from_json(str(p)) for p in rows["plan"]] if len(rows) else []
     layers = sorted({name for plan in plans for name in plan})
-    cells = [[f"{plan[n].method} {tuple(plan[n].rank)}" if n in plan and plan[n].method != "keep"
+    cells = [[str(plan[n]) if n in plan and plan[n].method != "keep"
               else "keep" for n in layers] for plan in plans]
     labels = [f"trial {int(n)}" for n in rows["number"]] if len(rows) else []
     return labels, layers, cells

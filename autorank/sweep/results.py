@@ -61,19 +61,22 @@ class SearchResult:
     def trial_model(self, baseline: nn.Module, number: int) -> nn.Module | None:
         """Trial ``number``'s plan applied to (a copy of) ``baseline`` with the fine-tuned
         weights the run kept; None when it kept none for that trial."""
+        shape = (1, 3, self.config.input_size, self.config.input_size)
         rows = self.trials[self.trials["number"] == number] if len(self.trials) else self.trials
         if not len(rows):
             return None
         return trained_model(baseline, str(rows.iloc[0]["plan"]),
-                             RunDir(self.path).weights / f"trial-{number}.pt")
+                             RunDir(self.path).weights / f"trial-{number}.pt", input_shape=shape)
 
 
-def trained_model(baseline: nn.Module, plan_json: str, weights: Path) -> nn.Module | None:
-    """``plan_json`` applied to (a copy of) ``baseline`` with the state dict in ``weights``
-    (loaded as data: ``weights_only``); None when that file does not exist."""
+def trained_model(baseline: nn.Module, plan_json: str, weights: Path, *,
+                  input_shape: tuple[int, ...] = (1, 3, 32, 32)) -> nn.Module | None:
+    """``plan_json`` applied to (a copy of) ``baseline`` (a plan that prunes is traced at
+    ``input_shape``) with the state dict in ``weights`` (loaded as data: ``weights_only``); None
+    when that file does not exist."""
     if not weights.exists():
         return None
-    model = apply_plan(baseline, plan_from_json(plan_json))
+    model = apply_plan(baseline, plan_from_json(plan_json), input_shape=input_shape)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     return model
 

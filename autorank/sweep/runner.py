@@ -224,7 +224,8 @@ def search(cfg: SearchConfig, *, resume: bool = False,
                                                         device=_device(cfg)))
         baseline = _baseline_record(cfg, run, model, data)
         res = resolve_resources(cfg)
-        space = build_space(model, inventory(model, (1, *data.input_shape)), cfg.space)
+        shape = (1, *data.input_shape)
+        space = build_space(model, inventory(model, shape), cfg.space, input_shape=shape)
         study, created = _open_study(cfg, storage)
         fidelity = cfg.space.fidelity
         studies = Studies(study, open_rung_study(storage, cfg.study_name)
@@ -318,7 +319,8 @@ def _finalize(cfg: SearchConfig, run: RunDir, studies: Studies, model: nn.Module
         write_json(run.baseline, baseline.to_json())
     tests = []
     for row in front.itertuples():
-        trained = trained_model(model, str(row.plan), run.weights / f"trial-{row.number}.pt")
+        trained = trained_model(model, str(row.plan), run.weights / f"trial-{row.number}.pt",
+                                input_shape=(1, *data.input_shape))
         tests.append(evaluate(trained, data, "test", device=device) if trained else float("nan"))
     front = front.assign(test_accuracy=tests)
     write_frame(run.pareto, front)

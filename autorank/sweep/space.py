@@ -14,14 +14,17 @@ key is the layer's dotted name, or ``g0``, ``g1``, ... for groups.
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..config import SpaceConfig
+from ..decompose import channel_consumers, get_method
 from ..errors import UserError
 from ..inventory import eligible
 from ..rank import musco_weaken, reference_rank, seed_rank
@@ -39,10 +42,24 @@ class LayerSpace:
     reference: dict[str, tuple[int, ...]]
     default_method: str
     key: str = ""  # whose ``method.``/``scale.`` parameters it takes: itself, or its group
+    weight_shape: tuple[int, ...] = ()
+    fed_by: tuple[str, ...] = ()  # searched layers whose pruning shrinks this one's inputs
+
+    def max_rank_within(self, method: str, in_channels: int) -> tuple[int, ...]:
+        """``method``'s exact rank of this layer once its inputs are cut to ``in_channels``."""
+        out, _, *kernel = self.weight_shape
+        with torch.device("meta"):  # shapes only
+            layer: nn.Module = (nn.Linear(in_channels, out) if not kernel
+                                else nn.Conv2d(in_channels, out, (kernel[0], kernel[1])))
+        return get_method(method).max_rank(layer)
 
     def choose(self, method: str) -> str:
-        """``method`` where this layer supports it, else its default (a group's pick)."""
-        return method if method in self.methods else self.default_method
+        """``method`` where this layer supports it, else (a group's pick) its default; a group's
+        ``prune`` leaves the layers that cannot be pruned alone as they are (``keep``), so that
+        it prunes the channels inside residual blocks only."""
+        if method in self.methods:
+            return method
+        return "keep" if method == "prune" and "keep" in self.methods else self.default_method
 
 
 @dataclass(frozen=True)
@@ -83,29 +100,49 @@ class SearchSpace:
             scale = 2.0 ** float(params.get(f"scale.{layer.key}", 0.0))
             plan[layer.name] = LayerChoice(method, musco_weaken(
                 layer.reference[method], layer.seed[method], w, scale=scale))
+        # a layer whose inputs are pruned cannot keep a rank above its narrower exact rank
+        kept = {n: c.rank[0] for n, c in plan.items() if c.method == "prune"}
+        for layer in self.layers:
+            choice = plan.get(layer.name)
+            narrower = [kept[p] for p in layer.fed_by if p in kept]
+            if choice is None or choice.method == "prune" or not narrower:
+                continue
+            top = layer.max_rank_within(choice.method, min(narrower))
+            plan[layer.name] = LayerChoice(choice.method, tuple(
+                min(r, t) for r, t in zip(choice.rank, top, strict=True)))
         return plan
 
-    def seed_params(self, w: float, method: str = "tucker2") -> dict[str, Any]:
-        """Parameters of the classic recipes: every layer ``method`` (or its default) at ``w``."""
+    def seed_params(self, w: float, method: str = "tucker2", *, scale: float = 0.0,
+                    fallback: str | None = None) -> dict[str, Any]:
+        """Parameters of the classic recipes: every layer ``method`` at ``w`` and log2 offset
+        ``scale``; a key that does not offer it takes ``fallback`` (when offered) or its
+        first layer's default."""
         params: dict[str, Any] = {"w": w}
         offered = self.keys()
         for layer in self.layers:  # a key's first layer decides its fallback
             if f"method.{layer.key}" not in params:
-                ok = method in offered[layer.key]
-                params[f"method.{layer.key}"] = method if ok else layer.default_method
-                params[f"scale.{layer.key}"] = 0.0
+                other = fallback if fallback in offered[layer.key] else layer.default_method
+                params[f"method.{layer.key}"] = method if method in offered[layer.key] else other
+                params[f"scale.{layer.key}"] = scale
         return params
 
     def seeds(self) -> list[dict[str, Any]]:
-        """Enqueued first: Tucker-2 at EVBMF ranks (Kim et al. 2016), then MUSCO-weakened.
+        """Enqueued first: Tucker-2 at EVBMF ranks (Kim et al. 2016), then MUSCO-weakened; with
+        ``prune`` in the space, uniform L1 pruning of 30 % and 50 % of the channels inside the
+        blocks (Li et al. 2017; ``w = 0`` is every channel, the offset scales it).
 
-        The seeds keep their own ``w`` even outside the preset's strength range: they are the
-        published recipes, measured as they are (Optuna takes an enqueued value as given).
+        The seeds keep their own ``w`` and offsets even outside the preset's ranges: they are
+        the published recipes, measured as they are (Optuna takes an enqueued value as given).
         """
-        return [self.seed_params(w) for w in (1.0, self.config.musco_w)]
+        seeds = [self.seed_params(w) for w in (1.0, self.config.musco_w)]
+        if any("prune" in layer.methods for layer in self.layers):
+            seeds += [self.seed_params(0.0, "prune", scale=math.log2(1 - share), fallback="keep")
+                      for share in (0.3, 0.5)]
+        return seeds
 
 
-def _layer_space(model: nn.Module, row: LayerInfo, cfg: SpaceConfig) -> LayerSpace | None:
+def _layer_space(model: nn.Module, row: LayerInfo, cfg: SpaceConfig,
+                 fed_by: tuple[str, ...] = ()) -> LayerSpace | None:
     layer = model.get_submodule(row.name)
     methods = tuple(m for m in cfg.methods if m != "keep" and m in row.max_rank)
     if not methods:
@@ -113,13 +150,17 @@ def _layer_space(model: nn.Module, row: LayerInfo, cfg: SpaceConfig) -> LayerSpa
     # ranks beyond R cannot pay off, so the strength spans [EVBMF seed, R]
     reference = {m: reference_rank(m, layer) for m in methods}
     seed = {m: seed_rank(m, layer) for m in methods}
-    default = "tucker2" if "tucker2" in methods else ("svd" if "svd" in methods else methods[0])
+    factorizations = [m for m in methods if m != "prune"] or list(methods)
+    default = "tucker2" if "tucker2" in methods else ("svd" if "svd" in methods else factorizations[0])
     all_methods = methods + (("keep",) if "keep" in cfg.methods else ())
-    return LayerSpace(row.name, all_methods, seed, reference, default)
+    return LayerSpace(row.name, all_methods, seed, reference, default,
+                      weight_shape=row.weight_shape, fed_by=fed_by)
 
 
-def build_space(model: nn.Module, rows: Sequence[LayerInfo], cfg: SpaceConfig) -> SearchSpace:
-    """The search space over ``model``'s inventory ``rows`` under preset ``cfg``.
+def build_space(model: nn.Module, rows: Sequence[LayerInfo], cfg: SpaceConfig, *,
+                input_shape: Sequence[int] = (1, 3, 32, 32)) -> SearchSpace:
+    """The search space over ``model``'s inventory ``rows`` (taken at ``input_shape``) under
+    preset ``cfg``.
 
     Raises:
         UserError: no layer of the model can be searched under this preset.
@@ -127,7 +168,11 @@ def build_space(model: nn.Module, rows: Sequence[LayerInfo], cfg: SpaceConfig) -
     chosen = eligible(rows, exclude_first_conv=cfg.exclude_first_conv,
                       exclude_classifier=cfg.exclude_classifier, min_params=cfg.min_params,
                       exclude=cfg.exclude)
-    layers = [s for r in chosen if (s := _layer_space(model, r, cfg)) is not None]
+    consumers = channel_consumers(model, input_shape) if "prune" in cfg.methods else {}
+    searched = {r.name for r in chosen}
+    fed_by = {r.name: tuple(p for p in sorted(consumers) if p in searched and r.name in consumers[p])
+              for r in chosen}
+    layers = [s for r in chosen if (s := _layer_space(model, r, cfg, fed_by[r.name])) is not None]
     if not layers:
         raise UserError(
             f"no compressible layer: {len(rows)} conv/linear layers, none eligible under methods "

@@ -175,7 +175,8 @@ def run_trial(ctx: TrialContext, number: int | None, params: Mapping[str, Any], 
             ctx = _apply_fault(injected_fault(number, rung), ctx)
             plan = ctx.space.plan(params) if plan is None else plan
             plan_json = plan_to_json(plan)
-            model = apply_plan(_teacher(ctx).teacher, plan)
+            model = apply_plan(_teacher(ctx).teacher, plan, input_shape=(1, *ctx.data.input_shape),
+                               importance=ctx.space.config.prune_importance)
             weights = Path(ctx.weights_dir) / f"trial-{number}.pt" if ctx.weights_dir else None
             restart = rung > 0 and (weights is None or not weights.exists())
             if rung > 0 and not restart:
