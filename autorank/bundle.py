@@ -31,8 +31,8 @@ import dataclasses
 import json
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,11 +80,75 @@ Stages = list[tuple[Plan, bool]]
 
 
 @dataclass(frozen=True)
+class ExportInfo(Mapping[str, Any]):
+    """What ``export.json`` says of an exported model: what it is built from and expects, its
+    cost measured beside the dense baseline's, and (``extra``) what its origin adds -- the run
+    and trial or the strategy, the accuracies, the ONNX check, the recorded layouts.
+
+    It reads as the JSON object it is stored as: ``info["test_accuracy"]``, ``info.get(...)``;
+    a field that was not measured (None) is absent from it.
+    """
+
+    model_name: str
+    num_classes: int
+    input_shape: tuple[int, ...]
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    dataset: str | None = None
+    test_images: int | None = None
+    val_source: str | None = None
+    latency_batch: int | None = None
+    threads: int | None = None
+    torch: str | None = None
+    baseline: Mapping[str, Any] | None = None  # the dense model's cost and accuracies
+    params: int | None = None
+    flops: int | None = None
+    latency_ms: float | None = None
+    latency_batch_ms: float | None = None
+    params_ratio: float | None = None
+    flops_ratio: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def _core(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "extra")
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._core():
+            value = getattr(self, key)
+            if value is None:
+                raise KeyError(key)
+            return list(value) if isinstance(value, tuple) else value
+        return self.extra[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((*(k for k in self._core() if getattr(self, k) is not None), *self.extra))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def with_extra(self, **more: Any) -> ExportInfo:
+        """This record with ``more`` added to (or replacing entries of) ``extra``."""
+        return dataclasses.replace(self, extra={**self.extra, **more})
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of ``export.json``."""
+        return {key: self[key] for key in self}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ExportInfo:
+        """The record an ``export.json`` object holds (its other keys go to ``extra``)."""
+        core: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                for k, v in data.items() if k in cls._core()}
+        return cls(**core, extra={k: v for k, v in data.items() if k not in cls._core()})
+
+
+@dataclass(frozen=True)
 class Exported:
     """An export directory that was written, and the contents of its ``export.json``."""
 
     path: Path
-    info: dict[str, Any]
+    info: ExportInfo
 
 
 def module_spec(module: nn.Module) -> dict[str, Any]:
@@ -310,7 +374,7 @@ def _reshaped(model: nn.Module, plan: Plan, info: Mapping[str, Any]) -> dict[str
 
 
 def write_bundle(model: nn.Module, plan: Plan, folder: Path, info: Mapping[str, Any], *,
-                 stages: Sequence[tuple[Plan, bool]] | None = None) -> dict[str, Any]:
+                 stages: Sequence[tuple[Plan, bool]] | None = None) -> ExportInfo:
     """Write ``plan.json``, ``model.safetensors`` and ``export.json`` (``info`` plus the layout of
     every factorized layer) into ``folder``; returns what ``export.json`` holds.
 
@@ -329,7 +393,7 @@ def write_bundle(model: nn.Module, plan: Plan, folder: Path, info: Mapping[str, 
     atomic_write(folder / "plan.json", json.dumps(content, indent=2) + "\n")
     save_weights(model, folder / "model.safetensors")
     write_json(folder / "export.json", full)
-    return full
+    return ExportInfo.from_json(full)
 
 
 def sample_inputs(data: DataBundle, size: int = 16) -> torch.Tensor:
@@ -397,7 +461,7 @@ def _cost(model: nn.Module, input_shape: tuple[int, ...], latency_batch: int) ->
 
 def describe(model: nn.Module, baseline: nn.Module, data: DataBundle, *, model_name: str,
              dataset: str, latency_batch: int, baseline_accuracy: Mapping[str, Any],
-             **extra: Any) -> dict[str, Any]:
+             **extra: Any) -> ExportInfo:
     """What ``export.json`` says of any exported model: what it is built from and expects, and
     its params, FLOPs and latency against the dense baseline's, measured now; ``extra`` (the
     accuracies, where it comes from) is added as given."""
@@ -407,7 +471,7 @@ def describe(model: nn.Module, baseline: nn.Module, data: DataBundle, *, model_n
     mine = _cost(model.cpu(), shape, latency_batch)
     dense = _cost(baseline.cpu(), shape, latency_batch)
     spec = get_model_spec(model_name)
-    return {
+    return ExportInfo.from_json({
         "model_name": model_name, "num_classes": data.num_classes, "input_shape": list(shape),
         "mean": list(spec.mean), "std": list(spec.std), "dataset": dataset,
         "test_images": data.num_examples("test"), "val_source": data.val_source,
@@ -416,4 +480,4 @@ def describe(model: nn.Module, baseline: nn.Module, data: DataBundle, *, model_n
         **mine, **extra,
         "params_ratio": dense["params"] / mine["params"],
         "flops_ratio": dense["flops"] / mine["flops"] if mine["flops"] else None,
-    }
+    })

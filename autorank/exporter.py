@@ -194,8 +194,8 @@ def _write(model: nn.Module, plan: Plan, out: str | os.PathLike[str], result: Se
     x = sample_inputs(data)
     check_round_trip(model, target, x)
     if onnx:
-        info["onnx"] = {"file": "model.onnx", "max_abs_diff": export_onnx(model, target / "model.onnx", x),
-                        "atol": ONNX_ATOL, "rtol": ONNX_RTOL}
-        write_json(target / "export.json", info)
+        info = info.with_extra(onnx={"file": "model.onnx", "atol": ONNX_ATOL, "rtol": ONNX_RTOL,
+                                     "max_abs_diff": export_onnx(model, target / "model.onnx", x)})
+        write_json(target / "export.json", info.to_json())
     atomic_write(target / "README.md", model_card(info, plan))
     return Exported(target, info)

@@ -77,7 +77,7 @@ def save_compressed(out: str | os.PathLike[str], row: ResultRow, result: Compres
     if result.table:
         _write_csv(folder / STAGES_CSV, result.table)
     payload = {"row": record, "stages": result.table, "extra": result.extra,
-               "config": dataclasses.asdict(config), "model": info}
+               "config": dataclasses.asdict(config), "model": info.to_json()}
     (folder / RESULTS_JSON).write_text(json.dumps(_plain(payload), indent=1))
     return folder
 
