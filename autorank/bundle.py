@@ -27,12 +27,11 @@ Who writes one: ``autorank.exporter`` (a trial of a search) and ``autorank.strat
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,8 @@ from ._io import atomic_write, write_json
 from .data import DataBundle
 from .decompose import get_method, set_submodule
 from .errors import UserError
-from .metrics import count_params, measure_cost
+from .export_info import ExportInfo, describe
+from .metrics import count_params
 from .types import LayerChoice, Plan, plan_from_json, plan_to_json
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "FORMAT_VERSION",
     "ONNX_ATOL",
     "ONNX_RTOL",
+    "ExportInfo",
     "Exported",
     "build_module",
     "check_out",
@@ -77,70 +78,6 @@ _MODULES: dict[str, Callable[..., nn.Module]] = {"Conv2d": nn.Conv2d, "Linear": 
                                               "BatchNorm2d": nn.BatchNorm2d}
 
 Stages = list[tuple[Plan, bool]]
-
-
-@dataclass(frozen=True)
-class ExportInfo(Mapping[str, Any]):
-    """What ``export.json`` says of an exported model: what it is built from and expects, its
-    cost measured beside the dense baseline's, and (``extra``) what its origin adds -- the run
-    and trial or the strategy, the accuracies, the ONNX check, the recorded layouts.
-
-    It reads as the JSON object it is stored as: ``info["test_accuracy"]``, ``info.get(...)``;
-    a field that was not measured (None) is absent from it.
-    """
-
-    model_name: str
-    num_classes: int
-    input_shape: tuple[int, ...]
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    dataset: str | None = None
-    test_images: int | None = None
-    val_source: str | None = None
-    latency_batch: int | None = None
-    threads: int | None = None
-    torch: str | None = None
-    baseline: Mapping[str, Any] | None = None  # the dense model's cost and accuracies
-    params: int | None = None
-    flops: int | None = None
-    latency_ms: float | None = None
-    latency_batch_ms: float | None = None
-    params_ratio: float | None = None
-    flops_ratio: float | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def _core(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "extra")
-
-    def __getitem__(self, key: str) -> Any:
-        if key in self._core():
-            value = getattr(self, key)
-            if value is None:
-                raise KeyError(key)
-            return list(value) if isinstance(value, tuple) else value
-        return self.extra[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter((*(k for k in self._core() if getattr(self, k) is not None), *self.extra))
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-    def with_extra(self, **more: Any) -> ExportInfo:
-        """This record with ``more`` added to (or replacing entries of) ``extra``."""
-        return dataclasses.replace(self, extra={**self.extra, **more})
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON object of ``export.json``."""
-        return {key: self[key] for key in self}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ExportInfo:
-        """The record an ``export.json`` object holds (its other keys go to ``extra``)."""
-        core: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
-                                for k, v in data.items() if k in cls._core()}
-        return cls(**core, extra={k: v for k, v in data.items() if k not in cls._core()})
 
 
 @dataclass(frozen=True)
@@ -450,34 +387,3 @@ def export_onnx(model: nn.Module, path: Path, x: torch.Tensor) -> float:
         raise RuntimeError(f"onnxruntime differs from torch by up to {diff:.3g} (allowed "
                            f"{ONNX_ATOL} + {ONNX_RTOL} x |logit|)")
     return diff
-
-
-def _cost(model: nn.Module, input_shape: tuple[int, ...], latency_batch: int) -> dict[str, Any]:
-    """params, flops, latency_ms, latency_batch_ms (``export.json``'s keys), measured now."""
-    cost = dataclasses.asdict(measure_cost(model, input_shape, latency_batch=latency_batch))
-    cost.pop("latency_batch")  # recorded once, beside the threads and torch version
-    return cost
-
-
-def describe(model: nn.Module, baseline: nn.Module, data: DataBundle, *, model_name: str,
-             dataset: str, latency_batch: int, baseline_accuracy: Mapping[str, Any],
-             **extra: Any) -> ExportInfo:
-    """What ``export.json`` says of any exported model: what it is built from and expects, and
-    its params, FLOPs and latency against the dense baseline's, measured now; ``extra`` (the
-    accuracies, where it comes from) is added as given."""
-    from .models import get_model_spec
-
-    shape = data.input_shape
-    mine = _cost(model.cpu(), shape, latency_batch)
-    dense = _cost(baseline.cpu(), shape, latency_batch)
-    spec = get_model_spec(model_name)
-    return ExportInfo.from_json({
-        "model_name": model_name, "num_classes": data.num_classes, "input_shape": list(shape),
-        "mean": list(spec.mean), "std": list(spec.std), "dataset": dataset,
-        "test_images": data.num_examples("test"), "val_source": data.val_source,
-        "latency_batch": latency_batch, "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "baseline": {**dense, **baseline_accuracy},
-        **mine, **extra,
-        "params_ratio": dense["params"] / mine["params"],
-        "flops_ratio": dense["flops"] / mine["flops"] if mine["flops"] else None,
-    })

@@ -128,6 +128,16 @@ def bias_params(layer: nn.Module) -> int:
     return 0 if bias is None else int(bias.numel())
 
 
+def conv_or_linear_reason(layer: nn.Module, grouped: str = "is not supported") -> str | None:
+    """Why ``layer`` is not a Linear or an ungrouped Conv2d (``grouped``: what is said of a
+    grouped conv), or None when it is one."""
+    if isinstance(layer, nn.Linear):
+        return None
+    if isinstance(layer, nn.Conv2d):
+        return None if layer.groups == 1 else f"grouped/depthwise conv (groups={layer.groups}) {grouped}"
+    return f"{type(layer).__name__} is neither a Conv2d nor a Linear"
+
+
 def weight_of(layer: nn.Module) -> torch.Tensor:
     """The layer's ``weight`` parameter.
 

@@ -24,7 +24,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._base import Method, Rank, bias_params, conv_like, layer_bias, linear_like, weight_of
+from ._base import (
+    Method,
+    Rank,
+    bias_params,
+    conv_like,
+    conv_or_linear_reason,
+    layer_bias,
+    linear_like,
+    weight_of,
+)
 from ._registry import register_method
 
 log = logging.getLogger(__name__)
@@ -49,12 +58,7 @@ class Prune(Method):
     seed_unfoldings = ((0,),)  # EVBMF rank of the (out x in·kh·kw) matrix, like svd's
 
     def unsupported_reason(self, layer: nn.Module) -> str | None:
-        if isinstance(layer, nn.Linear):
-            return None
-        if isinstance(layer, nn.Conv2d):
-            return None if layer.groups == 1 else (
-                f"grouped/depthwise conv (groups={layer.groups}) is pruned with its producer")
-        return f"{type(layer).__name__} is neither a Conv2d nor a Linear"
+        return conv_or_linear_reason(layer, "is pruned with its producer")
 
     def max_rank(self, layer: nn.Module) -> Rank:
         return (int(weight_of(layer).shape[0]),)

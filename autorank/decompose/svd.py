@@ -14,6 +14,7 @@ from ._base import (
     balanced_svd,
     bias_params,
     conv_like,
+    conv_or_linear_reason,
     fingerprint,
     layer_bias,
     linear_like,
@@ -37,12 +38,7 @@ class ChannelSVD(Method):
     seed_unfoldings = ((0,),)
 
     def unsupported_reason(self, layer: nn.Module) -> str | None:
-        if isinstance(layer, nn.Linear):
-            return None
-        if isinstance(layer, nn.Conv2d):
-            return None if layer.groups == 1 else (
-                f"grouped/depthwise conv (groups={layer.groups}) is not supported")
-        return f"{type(layer).__name__} is neither a Conv2d nor a Linear"
+        return conv_or_linear_reason(layer)
 
     @staticmethod
     def _matrix_shape(layer: nn.Module) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from typing import Any
 from ..config import objective_metrics
 from ..errors import UserError
 from ..types import TrialOutcome
-from .rungs import Scheduler, claim_promotion, record_rung, trial_params
+from .rungs import Scheduler, claim_promotion, trial_params
 from .study import Heartbeat, ask_new
 from .table import record
 from .trial import TrialContext, run_trial
@@ -124,7 +124,7 @@ def _searcher_class() -> type:
                              "the trial's worker process died or raised outside the trial")
             if trial_id in self._promotions:
                 rung_trial, number = self._promotions.pop(trial_id)
-                record_rung(self._jobs.rung_study, rung_trial, outcome)
+                record(self._jobs.rung_study, rung_trial, outcome, ["val_accuracy"])
                 self._rung_heartbeat.discard(rung_trial._trial_id)
                 self._on_done(number)
                 return

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import Fidelity
-from ..types import TrialOutcome
 from .promotion import RungResult, promotable
 from .study import Heartbeat, counts, driver_id, fail_stale, is_interrupted, quiet_optuna
 
@@ -159,25 +158,6 @@ def claim_promotion(rung_study: Any, number: int, rung: int,
                 heartbeat.discard(trial._trial_id)
             return None
     return trial
-
-
-def record_rung(rung_study: Any, trial: Any, outcome: TrialOutcome) -> None:
-    """Store a promotion's outcome: its fields as user attributes, then tell its accuracy (or
-    FAIL)."""
-    import optuna
-    from optuna.trial import TrialState
-
-    try:
-        for key, value in outcome.stored().items():
-            trial.set_user_attr(key, value)
-    except optuna.exceptions.UpdateFinishedTrialError:
-        log.warning("promotion %d was failed as interrupted meanwhile: its result is dropped",
-                    trial.number)
-        return
-    if outcome.failed:
-        rung_study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-    else:
-        rung_study.tell(trial, [float(outcome.val_accuracy or 0.0)], skip_if_finished=True)
 
 
 def trial_params(study: Any, number: int) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from ..types import Baseline
 from .report import front_objective, plot_front
 from .results import SearchResult, front_of, load_run, trained_model
 from .rundir import RunDir
-from .rungs import Scheduler, claim_promotion, open_rung_study, record_rung, trial_params
+from .rungs import Scheduler, claim_promotion, open_rung_study, trial_params
 from .space import build_space
 from .storage import hide_password, open_storage, run_storage
 from .study import Heartbeat, ask_new, counts, fail_interrupted, open_study
@@ -277,8 +277,9 @@ def _run_local(cfg: SearchConfig, ctx: TrialContext, studies: Studies,
                 assert job.number is not None
                 claimed = claim_promotion(rung_study, job.number, job.rung, rung_beat)
                 if claimed is not None:
-                    record_rung(rung_study, claimed, run_trial(
-                        ctx, job.number, trial_params(study, job.number), rung=job.rung))
+                    record(rung_study, claimed, run_trial(
+                        ctx, job.number, trial_params(study, job.number), rung=job.rung),
+                        ["val_accuracy"])
                     rung_beat.discard(claimed._trial_id)
                     on_done(job.number)
                 continue
