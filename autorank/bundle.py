@@ -54,6 +54,7 @@ __all__ = [
     "ExportInfo",
     "Exported",
     "build_module",
+    "check_onnx_available",
     "check_out",
     "check_round_trip",
     "describe",
@@ -287,6 +288,24 @@ def save_weights(model: nn.Module, path: Path) -> None:
     from safetensors.torch import save_file
 
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
+    # safetensors writes 0600 through a temporary file; give it the mode of its siblings
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
+
+
+def check_onnx_available() -> None:
+    """Refuse an ONNX export before any work when its packages are missing.
+
+    Raises:
+        UserError: onnx or onnxruntime is not installed (with the install command).
+    """
+    import importlib.util
+
+    missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"--onnx needs {' and '.join(missing)}, not installed here: "
+                        "pip install 'autorank[onnx]'")
 
 
 def _reshaped(model: nn.Module, plan: Plan, info: Mapping[str, Any]) -> dict[str, Any]:

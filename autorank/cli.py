@@ -344,6 +344,15 @@ def resolve_checkpoint(value: str | None) -> str | None:
                     f"$AUTORANK_WEIGHTS_DIR={weights_dir or '<unset>'})")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("autorank")
+    except PackageNotFoundError:  # a source tree that was not installed
+        return "unknown (not installed)"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (what is wrong, where to look) and exit 2."""
 
@@ -355,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="autorank",
         description="Find per-layer low-rank decompositions of a trained CNN.")
+    parser.add_argument("--version", action="version", version=f"autorank {_version()}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",

@@ -25,6 +25,7 @@ from .bundle import (
     ONNX_ATOL,
     ONNX_RTOL,
     Exported,
+    check_onnx_available,
     check_out,
     check_round_trip,
     describe,
@@ -154,6 +155,8 @@ def export(run_dir: str | os.PathLike[str], trial: int, out: str | os.PathLike[s
     from .sweep import load_run
 
     _check_options(finetune_epochs, strategy, admm_steps)
+    if onnx:
+        check_onnx_available()  # before minutes of work, not after
     result = load_run(run_dir)
     row = _trial_row(result, trial, need_weights=strategy is None)
     check_out(out)

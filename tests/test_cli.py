@@ -76,3 +76,12 @@ def test_python_m_autorank_works() -> None:
     done = subprocess.run([sys.executable, "-m", "autorank", "methods"], capture_output=True,
                           text=True, check=True)
     assert "spatial_svd" in done.stdout
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"autorank {version('autorank')}"

@@ -191,3 +191,25 @@ def test_export_strategy_bad_input(argv: list[str], pattern: str, tiny_run: Path
     err = capsys.readouterr().err.strip()
     assert code == 2 and pattern in err and len(err.splitlines()) == 1
     assert not (tmp_path / "m").exists()
+
+
+def test_exported_files_share_one_mode(exported: ar.exporter.Exported) -> None:
+    modes = {p.name: p.stat().st_mode & 0o777 for p in exported.path.iterdir()}
+    assert len(set(modes.values())) == 1, modes  # model.safetensors like its siblings
+
+
+def test_onnx_without_its_packages_is_refused_before_any_work(
+        tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    monkeypatch.setattr("autorank.exporter.load_baseline", lambda *a, **k: pytest.fail("work began"))
+    out = tmp_path / "never"
+    assert main(["export", str(tiny_run), "--trial", str(_front(tiny_run)[0]), "--out", str(out),
+                 "--onnx"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "onnxruntime" in err[0] and "autorank[onnx]" in err[0]
+    assert not out.exists()
