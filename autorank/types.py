@@ -151,8 +151,8 @@ class Baseline(Mapping[str, Any]):
     """The dense baseline of a search, as ``baseline.json`` stores it.
 
     A mapping too (``baseline["val_accuracy"]``, ``baseline.get("test_accuracy")``), since
-    that is how a run's ``baseline.json`` reads; ``test_accuracy`` is None until the search
-    has finished.
+    that is how a run's ``baseline.json`` reads; a field not measured (None: ``test_accuracy``
+    until the search has finished) is absent from the mapping.
     """
 
     model: str = ""
@@ -166,17 +166,24 @@ class Baseline(Mapping[str, Any]):
     latency_ms: float | None = None
     latency_batch_ms: float | None = None
     test_accuracy: float | None = None
+    num_classes: int = 0  # 0: not recorded (a run written before it was)
+
+    def at_chance(self, margin: float = 0.02) -> bool:
+        """Whether the validation accuracy is within ``margin`` of guessing (1 / classes): a
+        baseline that learned nothing, whose compressed models' ratios mean nothing."""
+        return bool(self.num_classes) and self.val_accuracy is not None and (
+            self.val_accuracy <= 1.0 / self.num_classes + margin)
 
     def __getitem__(self, key: str) -> Any:
-        if key not in self._names():
-            raise KeyError(key)
+        if key not in self._names() or getattr(self, key) is None:
+            raise KeyError(key)  # not measured (yet): absent, as .get() expects
         return getattr(self, key)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._names())
+        return iter(k for k in self._names() if getattr(self, k) is not None)
 
     def __len__(self) -> int:
-        return len(self._names())
+        return sum(1 for _ in self)
 
     @classmethod
     def _names(cls) -> tuple[str, ...]:

@@ -220,3 +220,27 @@ def test_max_drop_null_turns_the_constraint_off(tmp_path: Path, tiny_checkpoint:
     assert accuracy_floor(cfg.space, 0.9) == pytest.approx(0.9 - cfg.space.max_drop)
     with pytest.raises(UserError, match=r"max_drop: must be in \(0, 1\] or null"):
         dataclasses.replace(cfg.space, max_drop=1.5)
+
+
+def test_a_baseline_at_chance_is_flagged() -> None:
+    """A baseline within 2 pp of guessing (digits on an untrained net: 0.104 for 10 classes) is
+    flagged, and no report calls a 500x model "within 1 pp" of a baseline that learned nothing."""
+    import dataclasses
+
+    from autorank.sweep.html_report import _summary
+    from autorank.sweep.report import front_text
+    from autorank.types import Baseline
+
+    chance = Baseline(model="m", dataset="d", val_accuracy=0.104, num_classes=10, params=1, flops=1)
+    trained = dataclasses.replace(chance, val_accuracy=0.9)
+    assert chance.at_chance() and not trained.at_chance()
+    assert not Baseline(val_accuracy=0.1).at_chance()  # classes not recorded: no claim either way
+    front = pd.DataFrame({"number": [0], "val_accuracy": [0.1], "params": [1], "params_ratio": [500.0],
+                          "flops_ratio": [9.0], "test_accuracy": [0.1], "latency_ms": [0.1]})
+    text = front_text(front, chance)
+    assert "WARNING: the baseline is at chance" in text and "within 1 pp" not in text
+    # the same front beside a baseline at 10.5 % whose classes are not recorded: no warning
+    assert "within 1 pp of the baseline: trial 0" in front_text(front, dataclasses.replace(
+        trained, val_accuracy=0.105, num_classes=0))
+    page = _summary(type("Run", (), {"baseline": chance})(), front)  # type: ignore[arg-type]
+    assert "the baseline is at chance" in page and "within 1 pp" not in page

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ..types import plan_from_json
-from .report import FRONT_COLUMNS, rung_groups, smallest_within
+from .report import FRONT_COLUMNS, chance_warning, rung_groups, smallest_within
 
 if TYPE_CHECKING:
     from .results import SearchResult
@@ -150,7 +150,9 @@ def _summary(result: SearchResult, front: pd.DataFrame) -> str:
     parts = [f"baseline: val {b.get('val_accuracy', float('nan')):.4f}, test "
              f"{b.get('test_accuracy') or float('nan'):.4f}, {b.get('params', 0):,} params, "
              f"{b.get('flops', 0) / 1e6:.2f} MFLOPs, {b.get('latency_ms', float('nan')):.2f} ms"]
-    for drop in (0.01, 0.02):
+    if b.at_chance():
+        parts.append(f"WARNING: {chance_warning(b)}")
+    for drop in (0.01, 0.02) if not b.at_chance() else ():
         best = smallest_within(front, float(b.get("val_accuracy", 0.0)), drop) if len(front) else None
         parts.append(f"smallest within {drop * 100:.0f} pp: " + (
             "none" if best is None else f"trial {int(best['number'])} "

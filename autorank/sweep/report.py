@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..config import SpaceConfig, objective_metrics
 from ..errors import UserError
+from ..types import Baseline
 from .results import SearchResult, load_run
 from .rundir import RunDir
 from .rungs import open_rung_study
@@ -50,7 +51,12 @@ def front_text(front: pd.DataFrame, baseline: Mapping[str, Any]) -> str:
         front[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(front)
         else "  (no completed trial yet)",
     ]
+    record = Baseline.from_json(baseline)
+    if record.at_chance():
+        lines.append(f"WARNING: {chance_warning(record)}")
     for drop in (0.01, 0.02):
+        if record.at_chance():
+            break
         best = smallest_within(front, float(baseline.get("val_accuracy", 0.0)), drop) \
             if len(front) else None
         if best is None:
@@ -62,6 +68,14 @@ def front_text(front: pd.DataFrame, baseline: Mapping[str, Any]) -> str:
                 f"(dense / factorized), val {best['val_accuracy']:.4f}"
                 + (f", test {best['test_accuracy']:.4f}" if "test_accuracy" in best else ""))
     return "\n".join(lines)
+
+
+def chance_warning(baseline: Baseline) -> str:
+    """The line that says a baseline learned nothing, and what follows."""
+    return (f"the baseline is at chance: val {baseline.val_accuracy:.4f} against "
+            f"{1 / baseline.num_classes:.4f} for guessing among {baseline.num_classes} classes; "
+            "accuracy drops and ratios against it mean nothing (train it longer, or give a "
+            "trained --checkpoint)")
 
 
 def front_objective(space: SpaceConfig) -> str:

@@ -37,7 +37,7 @@ from ..models import get_model_spec
 from ..runtime import resolve_device
 from ..samplers import make_sampler
 from ..types import Baseline
-from .report import front_objective, plot_front
+from .report import chance_warning, front_objective, plot_front
 from .results import SearchResult, front_of, load_run, trained_model
 from .rundir import RunDir
 from .rungs import Scheduler, claim_promotion, open_rung_study, trial_params
@@ -137,7 +137,8 @@ def _baseline_record(cfg: SearchConfig, run: RunDir, model: nn.Module,
         model=cfg.model, dataset=cfg.dataset, val_source=data.val_source,
         val_images=data.num_examples("val"), test_images=data.num_examples("test"),
         val_accuracy=evaluate(model, data, "val", device=_device(cfg)), params=cost.params,
-        flops=cost.flops, latency_ms=cost.latency_ms, latency_batch_ms=cost.latency_batch_ms)
+        flops=cost.flops, latency_ms=cost.latency_ms, latency_batch_ms=cost.latency_batch_ms,
+        num_classes=data.num_classes)
     crash_point("baseline")
     write_json(run.baseline, baseline.to_json())
     return baseline
@@ -223,6 +224,8 @@ def search(cfg: SearchConfig, *, resume: bool = False,
         model, data = load_baseline(dataclasses.replace(cfg.baseline_spec(progress=True),
                                                         device=_device(cfg)))
         baseline = _baseline_record(cfg, run, model, data)
+        if baseline.at_chance():
+            log.warning(chance_warning(baseline))
         res = resolve_resources(cfg)
         shape = (1, *data.input_shape)
         space = build_space(model, inventory(model, shape), cfg.space, input_shape=shape)
