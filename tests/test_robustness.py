@@ -66,6 +66,9 @@ def inputs(tmp_path: Path) -> dict[str, str]:
     npz("small_images", x_train=images, y_train=labels, x_test=images, y_test=labels)
     paths["empty_dir"] = str(tmp_path / "no-data")
     os.makedirs(paths["empty_dir"])
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"PK\x03\x04" + bytes(rng.integers(0, 255, 300, dtype=np.uint8)))
+    paths["corrupt"] = f"npz:{corrupt}"
     return paths
 
 
@@ -80,6 +83,7 @@ def inputs(tmp_path: Path) -> dict[str, str]:
         (["--space", "{nothing_left}"], "no compressible layer"),
         (["--dataset", "{wrong_keys}"], "x_train"),
         (["--dataset", "{label_range}"], "label"),
+        (["--dataset", "{corrupt}"], "is corrupt or not a plain .npz"),
         (["--model", "alexnet", "--dataset", "{small_images}"],
          "model 'alexnet' cannot take 3x8x8 images"),
         (["--dataset", "cifar10", "--data-dir", "{empty_dir}"], "cifar10 not found: put cifar10.npz"),
@@ -202,3 +206,21 @@ def test_same_seed_same_plans_and_weights(tmp_path: Path, tiny_checkpoint: Path,
     for file in kept:
         a, b = (torch.load(tmp_path / n / "weights" / file, weights_only=True) for n in ("a", "b"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_leaving_nothing(
+        tmp_path: Path, tiny_checkpoint: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from autorank.models import load_checkpoint
+
+    state = load_checkpoint(tiny_checkpoint)
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = torch.full_like(state[name], float("nan"))
+    broken = tmp_path / "nan.pt"
+    torch.save(state, broken)
+    out = tmp_path / "run"
+    code, err = run(tiny_search(out, broken, "--budget", "2"), capsys)
+    assert code == 2 and "NaN or infinite values" in err and name in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()  # refused before the run directory was made

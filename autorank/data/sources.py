@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import urllib.error
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +60,11 @@ def read_npz(path: Path, *, source: str, mean: Any = None, std: Any = None) -> R
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
-        raise UserError(f"{source}: cannot read {str(path)!r} as a plain .npz ({e})") from e
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        # numpy's own message may advise allow_pickle=True: never the fix for data
+        why = "it holds pickled objects" if "allow_pickle" in str(e) else type(e).__name__
+        raise UserError(f"{source}: {str(path)!r} is corrupt or not a plain .npz of arrays "
+                        f"({why}); expected x_train, y_train, x_test, y_test as numeric arrays") from e
     names = arrays.get("class_names")
     class_names = tuple(str(c) for c in names) if names is not None else None
     return from_numpy(arrays, source=source, class_names=class_names, mean=mean, std=std)

@@ -32,7 +32,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
     Raises:
         UserError: the file is missing, is not a plain tensor checkpoint (e.g. a pickled
-            ``nn.Module``) or holds no state dict.
+            ``nn.Module``), holds no state dict, or holds NaN or infinite weights.
     """
     file = Path(path)
     if not file.is_file():
@@ -51,6 +51,12 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             f"checkpoint {str(file)!r} holds no state dict; expected a dict of tensors, "
             "optionally under 'state_dict' or 'model'"
         )
+    bad = [k for k, v in state.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise UserError(f"checkpoint {str(file)!r} holds NaN or infinite values in {len(bad)} "
+                        f"tensor(s), first {_strip_prefix(bad[0])!r}: it cannot be compressed; "
+                        "give the checkpoint of a model that trained without diverging")
     return {_strip_prefix(k): v for k, v in state.items()}
 
 

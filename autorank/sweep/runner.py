@@ -33,7 +33,7 @@ from ..engine import evaluate
 from ..errors import UserError
 from ..inventory import inventory
 from ..metrics import measure_cost
-from ..models import get_model_spec
+from ..models import get_model_spec, load_checkpoint
 from ..runtime import resolve_device
 from ..samplers import make_sampler
 from ..types import Baseline
@@ -200,8 +200,11 @@ def _per_rung(frame: pd.DataFrame, fidelity: Fidelity | None) -> tuple[int, ...]
 
 
 def _check_names(cfg: SearchConfig) -> None:
-    """Refuse an unknown model or data set before anything is written."""
+    """Refuse an unknown model or data set, or a checkpoint that cannot be used (unreadable,
+    NaN weights), before anything is written."""
     get_model_spec(cfg.model)
+    if cfg.checkpoint is not None:
+        load_checkpoint(cfg.checkpoint)
     if cfg.dataset.partition(":")[0] not in list_datasets():
         raise UserError(f"unknown data set {cfg.dataset!r}; expected one of {list_datasets()} "
                         "or npz:PATH / imagefolder:PATH")
