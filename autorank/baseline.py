@@ -87,12 +87,24 @@ def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
     return Path.home() / ".cache" / "autorank" / "baselines"
 
 
+def data_fingerprint(data: DataBundle) -> str:
+    """A hash of the images and labels of every split: the data set's content, not its path
+    (a file overwritten with other images is another data set)."""
+    digest = hashlib.sha256()
+    for split in (data.train, data.val, data.test):
+        for tensor in (split.x, split.y):
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def baseline_path(
     model_name: str, dataset: str, *, epochs: int, seed: int, lr: float, batch_size: int,
-    cache_dir: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None, content: str = "",
 ) -> Path:
-    """Where :func:`train_baseline` caches a baseline: a readable name plus a hash of the key."""
-    key = json.dumps([model_name, dataset, epochs, seed, lr, batch_size])
+    """Where :func:`train_baseline` caches a baseline: a readable name plus a hash of the key,
+    which holds the data's ``content`` (:func:`data_fingerprint`)."""
+    key = json.dumps([model_name, dataset, epochs, seed, lr, batch_size, content])
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset)[-40:]
     return _cache_dir(cache_dir) / f"{model_name}-{slug}-e{epochs}-s{seed}-{digest}.pt"
@@ -118,8 +130,8 @@ def train_baseline(
     from ``lr``, random crop + flip. Training uses the train split minus the seeded 10 %
     validation split, so that split stays clean for judging compressed models. With
     ``out=None`` the file is cached under ``cache_dir`` (default ``$AUTORANK_CACHE_DIR/
-    baselines`` or ``~/.cache/autorank/baselines``), keyed by (model, data set, epochs,
-    seed, lr, batch size), and an existing file is returned without training.
+    baselines`` or ``~/.cache/autorank/baselines``), keyed by (model, data set name and
+    content, epochs, seed, lr, batch size), and an existing file is returned without training.
 
     Returns:
         The checkpoint path; it loads with ``torch.load(..., weights_only=True)``.
@@ -129,14 +141,14 @@ def train_baseline(
     """
     if epochs < 1:
         raise UserError(f"epochs must be >= 1, got {epochs}")
+    spec = get_model_spec(model_name)
+    data = get_data(dataset, data_dir=data_dir, seed=seed, mean=spec.mean, std=spec.std)
     path = Path(out) if out is not None else baseline_path(
         model_name, dataset, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
-        cache_dir=cache_dir)
+        cache_dir=cache_dir, content=data_fingerprint(data))
     if out is None and path.is_file():
         log.info("baseline %s found in the cache: %s", model_name, path)
         return path
-    spec = get_model_spec(model_name)
-    data = get_data(dataset, data_dir=data_dir, seed=seed, mean=spec.mean, std=spec.std)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # weight initialisation
         model = get_model(model_name, num_classes=data.num_classes)

@@ -30,3 +30,26 @@ def test_train_baseline_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("AUTORANK_CACHE_DIR", str(tmp_path / "env"))
     with pytest.raises(AssertionError, match="must not be trained"):
         train_baseline("tiny_cnn", "synthetic", epochs=1, progress=False)
+
+
+def test_the_cache_keys_on_the_data_content_not_its_path(tmp_path: Path) -> None:
+    """The same npz path overwritten with other images is another data set: a new baseline."""
+    import numpy as np
+
+    data = tmp_path / "d.npz"
+
+    def write(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        x = rng.integers(0, 255, (120, 16, 16, 3), dtype=np.uint8)
+        y = np.arange(120) % 3
+        np.savez(data, x_train=x, y_train=y, x_test=x[:30], y_test=y[:30])
+
+    write(0)
+    first = train_baseline("tiny_cnn", f"npz:{data}", epochs=1, cache_dir=tmp_path / "c",
+                           progress=False)
+    assert train_baseline("tiny_cnn", f"npz:{data}", epochs=1, cache_dir=tmp_path / "c",
+                          progress=False) == first  # the same content: cached
+    write(1)
+    second = train_baseline("tiny_cnn", f"npz:{data}", epochs=1, cache_dir=tmp_path / "c",
+                            progress=False)
+    assert second != first and first.exists()
