@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ._env import injected_faults
+from .errors import UserError
 
 
 def crash_point(name: str) -> None:
@@ -36,3 +37,20 @@ def atomic_write(path: Path, text: str) -> None:
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
     """``data`` as indented JSON with sorted keys, written atomically."""
     atomic_write(path, json.dumps(data, indent=2, sort_keys=True, default=float) + "\n")
+
+
+def check_writable(path: Path, flag: str = "--out") -> None:
+    """Refuse, before any work and without creating anything, a directory that cannot be made
+    or written: one under a file, or under a directory this user may not write.
+
+    Raises:
+        UserError: the one line that names ``flag``, the path and why.
+    """
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{flag} {str(path)!r} cannot be made: {str(ancestor)!r} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {str(path)!r} cannot be written: no write permission on "
+                        f"{str(ancestor)!r}; choose another {flag}")

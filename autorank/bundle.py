@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._io import atomic_write, write_json
+from ._io import atomic_write, check_writable, write_json
 from .data import DataBundle
 from .decompose import get_method, set_submodule
 from .errors import UserError
@@ -268,6 +268,7 @@ def check_out(out: str | os.PathLike[str]) -> Path:
     target = Path(out).expanduser().resolve()
     if target.exists() and not target.is_dir():
         raise UserError(f"--out {str(target)!r} is a file; give a directory")
+    check_writable(target)
     if target.exists() and any(target.iterdir()) and not (target / "export.json").exists():
         raise UserError(f"--out {str(target)!r} holds other files; give a new or empty directory "
                         "(an earlier export there is replaced)")

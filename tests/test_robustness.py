@@ -224,3 +224,13 @@ def test_a_checkpoint_with_nan_weights_is_refused_leaving_nothing(
     assert code == 2 and "NaN or infinite values" in err and name in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not out.exists()  # refused before the run directory was made
+
+
+def test_an_out_that_cannot_be_written_is_one_line(tmp_path: Path, tiny_checkpoint: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    code, err = run(tiny_search(blocker / "run", tiny_checkpoint, "--budget", "2"), capsys)
+    assert code == 2 and "cannot be made" in err and "is a file" in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert blocker.read_text() == "not a directory"

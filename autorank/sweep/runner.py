@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .._io import crash_point, write_json
+from .._io import check_writable, crash_point, write_json
 from ..baseline import load_baseline
 from ..config import (
     Fidelity,
@@ -219,6 +219,7 @@ def search(cfg: SearchConfig, *, resume: bool = False,
     """
     _check_names(cfg)
     run = RunDir(cfg.out_dir())
+    check_writable(run.path)
     with run.lock():
         cfg = _prepare_run(cfg, run, resume)
         assert cfg.storage is not None
