@@ -29,8 +29,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +50,6 @@ from .metrics import count_params
 from .types import LayerChoice, Plan, plan_from_json, plan_to_json
 
 __all__ = [
-    "FILES",
     "FORMAT_VERSION",
     "ONNX_ATOL",
     "ONNX_RTOL",
@@ -61,7 +63,7 @@ __all__ = [
     "export_onnx",
     "load_exported",
     "module_spec",
-    "prepare_out",
+    "staged",
     "read_plan_file",
     "sample_inputs",
     "save_weights",
@@ -73,7 +75,6 @@ FORMAT_VERSION = 1
 # tiny_cnn; the check allows |onnx - torch| <= ONNX_ATOL + ONNX_RTOL * |torch|.
 ONNX_ATOL = 1e-4
 ONNX_RTOL = 1e-4
-FILES = ("plan.json", "model.safetensors", "export.json", "config.yaml", "README.md", "model.onnx")
 _NEEDED = ("export.json", "plan.json", "model.safetensors")  # what load_exported reads
 _MODULES: dict[str, Callable[..., nn.Module]] = {"Conv2d": nn.Conv2d, "Linear": nn.Linear,
                                               "BatchNorm2d": nn.BatchNorm2d}
@@ -275,13 +276,27 @@ def check_out(out: str | os.PathLike[str]) -> Path:
     return target
 
 
-def prepare_out(out: str | os.PathLike[str]) -> Path:
-    """Create ``out`` (see :func:`check_out`) and remove an earlier export's files from it."""
+@contextmanager
+def staged(out: str | os.PathLike[str]) -> Iterator[Path]:
+    """A new directory beside ``out`` to write an export into (see :func:`check_out`): when the
+    block ends it takes the place of ``out`` (an earlier export there is replaced), and if the
+    block raises it is removed, so a failure never leaves a partial export behind."""
     target = check_out(out)
-    target.mkdir(parents=True, exist_ok=True)
-    for name in FILES:
-        (target / name).unlink(missing_ok=True)
-    return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_weights(model: nn.Module, path: Path) -> None:

@@ -14,6 +14,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -31,8 +32,8 @@ from .bundle import (
     describe,
     export_onnx,
     load_exported,
-    prepare_out,
     sample_inputs,
+    staged,
     write_bundle,
 )
 from .config import SearchConfig, save_config
@@ -186,19 +187,19 @@ def _write(model: nn.Module, plan: Plan, out: str | os.PathLike[str], result: Se
            onnx: bool) -> Exported:
     """The bundle, the run's config, the model card (and ONNX) of the trial's model in ``out``."""
     cfg = result.config
-    target = prepare_out(out)
-    info = write_bundle(model.cpu(), plan, target, describe(
-        model, baseline, data, model_name=cfg.model, dataset=cfg.dataset,
-        latency_batch=cfg.space.latency_batch,
-        baseline_accuracy={"val_accuracy": result.baseline.get("val_accuracy"),
-                           "test_accuracy": result.baseline.get("test_accuracy")},
-        **extra))
-    save_config(cfg, target / "config.yaml")
-    x = sample_inputs(data)
-    check_round_trip(model, target, x)
-    if onnx:
-        info = info.with_extra(onnx={"file": "model.onnx", "atol": ONNX_ATOL, "rtol": ONNX_RTOL,
-                                     "max_abs_diff": export_onnx(model, target / "model.onnx", x)})
-        write_json(target / "export.json", info.to_json())
-    atomic_write(target / "README.md", model_card(info, plan))
-    return Exported(target, info)
+    with staged(out) as target:
+        info = write_bundle(model.cpu(), plan, target, describe(
+            model, baseline, data, model_name=cfg.model, dataset=cfg.dataset,
+            latency_batch=cfg.space.latency_batch,
+            baseline_accuracy={"val_accuracy": result.baseline.get("val_accuracy"),
+                               "test_accuracy": result.baseline.get("test_accuracy")},
+            **extra))
+        save_config(cfg, target / "config.yaml")
+        x = sample_inputs(data)
+        check_round_trip(model, target, x)
+        if onnx:
+            info = info.with_extra(onnx={"file": "model.onnx", "atol": ONNX_ATOL, "rtol": ONNX_RTOL,
+                                         "max_abs_diff": export_onnx(model, target / "model.onnx", x)})
+            write_json(target / "export.json", info.to_json())
+        atomic_write(target / "README.md", model_card(info, plan))
+    return Exported(Path(out).expanduser().resolve(), info)

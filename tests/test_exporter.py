@@ -213,3 +213,22 @@ def test_onnx_without_its_packages_is_refused_before_any_work(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "onnxruntime" in err[0] and "autorank[onnx]" in err[0]
     assert not out.exists()
+
+
+def test_a_failed_export_leaves_nothing_behind(tiny_run: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("simulated failure after the weights were written")
+
+    monkeypatch.setattr("autorank.exporter.check_round_trip", broken)
+    out = tmp_path / "exports" / "model"
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        ar.export(tiny_run, _front(tiny_run)[0], out)
+    assert not out.exists()
+    assert list((tmp_path / "exports").iterdir()) == []  # no staging directory either
+    monkeypatch.undo()
+    done = ar.export(tiny_run, _front(tiny_run)[0], out)
+    again = ar.export(tiny_run, _front(tiny_run)[0], out)  # an earlier export is replaced
+    assert done.path == again.path == out.resolve() and (out / "export.json").exists()
+    assert sorted(p.name for p in (tmp_path / "exports").iterdir()) == ["model"]
+    assert (out.stat().st_mode & 0o777) == ((tmp_path / "exports").stat().st_mode & 0o777)

@@ -17,9 +17,9 @@ from .._io import atomic_write
 from ..bundle import (
     check_round_trip,
     describe,
-    prepare_out,
     read_plan_file,
     sample_inputs,
+    staged,
     write_bundle,
 )
 from ..data import DataBundle
@@ -58,28 +58,28 @@ def save_compressed(out: str | os.PathLike[str], row: ResultRow, result: Compres
     Raises:
         UserError: ``out`` is a file or holds other files.
     """
-    folder = prepare_out(out)
-    stages = [(s.plan, s.fuse) for s in result.stages]
-    info = write_bundle(
-        result.model.cpu(), stages[0][0], folder,
-        describe(result.model, baseline, data, model_name=row.model, dataset=dataset,
-                 latency_batch=latency_batch,
-                 baseline_accuracy={"test_accuracy": row.accuracy_before},
-                 strategy=row.strategy, test_accuracy=row.fine_tune,
-                 accuracy_after=row.accuracy_after, test_images=row.test_images,
-                 results=row.to_dict(), **about),
-        stages=stages if len(stages) > 1 or stages[0][1] else None)
-    check_round_trip(result.model, folder, sample_inputs(data))
-    atomic_write(folder / "README.md", model_card(info, stages[0][0], stages))
-    record = row.to_dict()
-    _write_csv(folder / RESULTS_CSV, [record])
-    (folder / STAGES_CSV).unlink(missing_ok=True)
-    if result.table:
-        _write_csv(folder / STAGES_CSV, result.table)
-    payload = {"row": record, "stages": result.table, "extra": result.extra,
-               "config": dataclasses.asdict(config), "model": info.to_json()}
-    (folder / RESULTS_JSON).write_text(json.dumps(_plain(payload), indent=1))
-    return folder
+    with staged(out) as folder:
+        stages = [(s.plan, s.fuse) for s in result.stages]
+        info = write_bundle(
+            result.model.cpu(), stages[0][0], folder,
+            describe(result.model, baseline, data, model_name=row.model, dataset=dataset,
+                     latency_batch=latency_batch,
+                     baseline_accuracy={"test_accuracy": row.accuracy_before},
+                     strategy=row.strategy, test_accuracy=row.fine_tune,
+                     accuracy_after=row.accuracy_after, test_images=row.test_images,
+                     results=row.to_dict(), **about),
+            stages=stages if len(stages) > 1 or stages[0][1] else None)
+        check_round_trip(result.model, folder, sample_inputs(data))
+        atomic_write(folder / "README.md", model_card(info, stages[0][0], stages))
+        record = row.to_dict()
+        _write_csv(folder / RESULTS_CSV, [record])
+        (folder / STAGES_CSV).unlink(missing_ok=True)
+        if result.table:
+            _write_csv(folder / STAGES_CSV, result.table)
+        payload = {"row": record, "stages": result.table, "extra": result.extra,
+                   "config": dataclasses.asdict(config), "model": info.to_json()}
+        (folder / RESULTS_JSON).write_text(json.dumps(_plain(payload), indent=1))
+    return Path(out).expanduser().resolve()
 
 
 def _write_csv(path: Path, records: list[dict[str, Any]]) -> None:
