@@ -29,11 +29,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._io import atomic_write, check_writable, write_json
+from ._io import atomic_write, check_out, staged, write_json
 from .data import DataBundle
 from .decompose import get_method, set_submodule
 from .errors import UserError
@@ -257,46 +254,6 @@ def load_exported(path: str | os.PathLike[str]) -> nn.Module:
         raise UserError(f"the weights in {str(folder)!r} do not fit the model its plan "
                         f"builds: {str(err).splitlines()[0]}") from None
     return model.eval()
-
-
-def check_out(out: str | os.PathLike[str]) -> Path:
-    """``out`` resolved, refused when it is a file or holds files other than an earlier export's
-    (checked before any long work, and again by :func:`prepare_out`).
-
-    Raises:
-        UserError: as above.
-    """
-    target = Path(out).expanduser().resolve()
-    if target.exists() and not target.is_dir():
-        raise UserError(f"--out {str(target)!r} is a file; give a directory")
-    check_writable(target)
-    if target.exists() and any(target.iterdir()) and not (target / "export.json").exists():
-        raise UserError(f"--out {str(target)!r} holds other files; give a new or empty directory "
-                        "(an earlier export there is replaced)")
-    return target
-
-
-@contextmanager
-def staged(out: str | os.PathLike[str]) -> Iterator[Path]:
-    """A new directory beside ``out`` to write an export into (see :func:`check_out`): when the
-    block ends it takes the place of ``out`` (an earlier export there is replaced), and if the
-    block raises it is removed, so a failure never leaves a partial export behind."""
-    target = check_out(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it 0700
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
