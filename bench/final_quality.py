@@ -311,8 +311,11 @@ def report(args: argparse.Namespace) -> str:
         if "tau" in found:
             tau = found["tau"]
             value = tau["kendall_tau_first_top"]
-            lines += ["", f"Kendall's tau, first vs top rung accuracy over {len(tau['plans'])} "
-                      f"random plans: {value:.3f}" if value is not None else "tau: too few plans"]
+            steps = tau["plans"][0]["steps"] if tau["plans"] else []
+            span = f" ({steps[0]} vs {steps[-1]} fine-tune steps)" if steps else ""
+            lines += ["", f"Kendall's tau, first vs top rung accuracy{span} over "
+                      f"{len(tau['plans'])} random plans (target: >= {tau['settings']['tau_plans']}): "
+                      f"{value:.3f}" if value is not None else "tau: too few plans"]
         lines.append("")
     return "\n".join(lines)
 
