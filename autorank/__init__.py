@@ -1,15 +1,29 @@
 """autorank: per-layer low-rank decomposition search for trained CNNs.
 
-``import autorank`` is light: torch loads with the first public name used (``ar.apply_plan``),
-Ray and Optuna when a search runs. The public names are those of ``__all__``; the
+``import autorank`` is light: it loads torch and the decomposition code only; Ray and Optuna
+are imported by the search when it runs. The public names are those of ``__all__``; the
 submodules ``config``, ``data``, ``engine``, ``exporter``, ``models`` and ``sweep`` (the search)
 load on first use.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from .decompose import apply_plan, get_method, list_methods
+from .errors import AutorankError, UserError
+from .inventory import inventory
+from .metrics import count_flops, count_params, measure_latency
+from .rank import evbmf_rank, musco_weaken, rank_from_ratio, vbmf_rank_for
+from .types import (
+    Baseline,
+    LayerChoice,
+    LayerInfo,
+    Plan,
+    TrialOutcome,
+    plan_from_json,
+    plan_to_json,
+)
 
 if TYPE_CHECKING:
     import os
@@ -19,34 +33,7 @@ if TYPE_CHECKING:
 
     from .bundle import Exported
     from .config import SearchConfig
-    from .decompose import apply_plan, get_method, list_methods
-    from .errors import AutorankError, UserError
-    from .inventory import inventory
-    from .metrics import count_flops, count_params, measure_latency
-    from .rank import evbmf_rank, musco_weaken, rank_from_ratio, vbmf_rank_for
     from .sweep import Progress, SearchResult
-    from .types import (
-        Baseline,
-        LayerChoice,
-        LayerInfo,
-        Plan,
-        TrialOutcome,
-        plan_from_json,
-        plan_to_json,
-    )
-
-# Public names by the module that defines them, imported on first use (PEP 562): `import
-# autorank` (and so `autorank --help`) loads no torch; the first `ar.apply_plan` does.
-_LAZY = {
-    "decompose": ("apply_plan", "get_method", "list_methods"),
-    "errors": ("AutorankError", "UserError"),
-    "inventory": ("inventory",),
-    "metrics": ("count_flops", "count_params", "measure_latency"),
-    "rank": ("evbmf_rank", "musco_weaken", "rank_from_ratio", "vbmf_rank_for"),
-    "types": ("Baseline", "LayerChoice", "LayerInfo", "Plan", "TrialOutcome", "plan_from_json",
-              "plan_to_json"),
-}
-_HOME = {name: module for module, names in _LAZY.items() for name in names}
 
 __version__ = "0.1.0"
 
@@ -86,13 +73,11 @@ def load_exported(path: str | os.PathLike[str]) -> nn.Module:
 
 
 def __getattr__(name: str) -> object:
-    # Submodules and public names load on first use: `import autorank` stays light.
+    # Submodules load on first use: `import autorank` stays light and never imports Ray.
     if name in _SUBMODULES:
+        import importlib
+
         return importlib.import_module(f"{__name__}.{name}")
-    if name in _HOME:
-        value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
-        globals()[name] = value
-        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
