@@ -76,7 +76,7 @@ def validate_plan(model: nn.Module, plan: Mapping[str, LayerChoice]) -> None:
 
 def apply_plan(model: nn.Module, plan: Mapping[str, LayerChoice], *,
                input_shape: tuple[int, ...] = (1, 3, 32, 32),
-               importance: str = "l1") -> nn.Module:
+               importance: str = "l1", structure_only: bool = False) -> nn.Module:
     """A copy of ``model`` with every layer named in ``plan`` compressed.
 
     The order of operations: first every pruned layer (``prune``, or a factorization with
@@ -85,7 +85,8 @@ def apply_plan(model: nn.Module, plan: Mapping[str, LayerChoice], *,
     coupled to them shrinks with it (Torch-Pruning's dependency graph, traced at ``input_shape``); then
     each factorized layer, as pruned, is replaced by its factorization. ``model`` is left
     untouched; layers not named are kept. Factors are cached per method by the layer's weight
-    content, so plans over the same baseline reuse them.
+    content, so plans over the same baseline reuse them. ``structure_only``: the factors' weights
+    are arbitrary (:meth:`Method.skeleton`: no CP-ALS or TT to run), a model to time, not to use.
 
     Raises:
         ValueError: see :func:`validate_plan`; also a layer whose channels cannot be pruned alone,
@@ -101,7 +102,9 @@ def apply_plan(model: nn.Module, plan: Mapping[str, LayerChoice], *,
             continue
         layer = out.get_submodule(name)  # as pruned, where pruning reached it
         try:
-            new = get_method(choice.method).factorize(layer, choice.rank)
+            method = get_method(choice.method)
+            build = method.skeleton if structure_only else method.factorize
+            new = build(layer, choice.rank)
         except ValueError as err:
             raise type(err)(f"layer {name!r}: {err}") from err
         set_submodule(out, name, new)

@@ -272,6 +272,12 @@ class Method(abc.ABC):
                     f"(max rank {top})")
         return rank_t
 
+    def skeleton(self, layer: nn.Module, rank: Sequence[int]) -> nn.Module:
+        """The factorized module's structure at ``rank``, its weights arbitrary: what latency is
+        measured on (:mod:`autorank.latency`). The default factorizes; methods whose
+        factorization iterates (CP-ALS, TT) build their factors at random instead."""
+        return self.factorize(layer, rank)
+
     def factorize(self, layer: nn.Module, rank: Sequence[int]) -> nn.Module:
         """Replace ``layer`` by its factorization at ``rank``: real small convs/linears.
 

@@ -107,6 +107,16 @@ class _CPBase(Method):
         key = (self.name, fingerprint(weight_of(layer)), r)
         return self.cache.get(key, compute)
 
+    def _assemble(self, layer: nn.Module, r: int, factors: list[torch.Tensor]) -> nn.Module:
+        raise NotImplementedError
+
+    def _factorize(self, layer: nn.Module, rank: Rank) -> nn.Module:
+        return self._assemble(layer, rank[0], self._factors(layer, rank[0]))
+
+    def skeleton(self, layer: nn.Module, rank: Sequence[int]) -> nn.Module:
+        (r,) = self.check_rank(layer, rank)
+        return self._assemble(layer, r, [torch.randn(d, r) for d in self._modes(layer)])
+
 
 @register_method
 class CP(_CPBase):
@@ -126,11 +136,10 @@ class CP(_CPBase):
         t, s, kh, kw = kernel_shape(layer)
         return r * (s + kh + kw + t) + bias_params(layer)
 
-    def _factorize(self, layer: nn.Module, rank: Rank) -> nn.Module:
-        (r,) = rank
+    def _assemble(self, layer: nn.Module, r: int, factors: list[torch.Tensor]) -> nn.Module:
         geo = ConvGeometry.of(layer)
         t, s, kh, kw = kernel_shape(layer)
-        f_out, f_in, f_h, f_w = self._factors(layer, r)
+        f_out, f_in, f_h, f_w = factors
         return nn.Sequential(
             conv_like(layer, s, r, (1, 1), f_in.T),
             conv_like(layer, r, r, (kh, 1), f_h.T, groups=r, window=geo.window("h")),
@@ -158,11 +167,10 @@ class CP3(_CPBase):
         t, s, kh, kw = kernel_shape(layer)
         return r * (s + kh * kw + t) + bias_params(layer)
 
-    def _factorize(self, layer: nn.Module, rank: Rank) -> nn.Module:
-        (r,) = rank
+    def _assemble(self, layer: nn.Module, r: int, factors: list[torch.Tensor]) -> nn.Module:
         geo = ConvGeometry.of(layer)
         t, s, kh, kw = kernel_shape(layer)
-        f_out, f_in, f_hw = self._factors(layer, r)
+        f_out, f_in, f_hw = factors
         return nn.Sequential(
             conv_like(layer, s, r, (1, 1), f_in.T),
             conv_like(layer, r, r, (kh, kw), f_hw.T, groups=r, window=geo.window("hw")),

@@ -75,10 +75,19 @@ class TensorTrain(Method):
         return self.cache.get(key, lambda: tt_cores(work_weight(layer), rank))
 
     def _factorize(self, layer: nn.Module, rank: Rank) -> nn.Module:
+        return self._assemble(layer, rank, self.cores(layer, rank))
+
+    def skeleton(self, layer: nn.Module, rank: Sequence[int]) -> nn.Module:
+        r1, r2, r3 = self.check_rank(layer, rank)
+        t, s, kh, kw = kernel_shape(layer)
+        shapes = ((1, s, r1), (r1, kh, r2), (r2, kw, r3), (r3, t, 1))
+        return self._assemble(layer, (r1, r2, r3), [torch.randn(shape) for shape in shapes])
+
+    def _assemble(self, layer: nn.Module, rank: Rank, cores: list[torch.Tensor]) -> nn.Module:
         r1, r2, r3 = rank
         geo = ConvGeometry.of(layer)
         t, s, kh, kw = kernel_shape(layer)
-        g1, g2, g3, g4 = self.cores(layer, rank)
+        g1, g2, g3, g4 = cores
         return nn.Sequential(
             conv_like(layer, s, r1, (1, 1), g1[0].T),
             conv_like(layer, r1, r2, (kh, 1), g2.permute(2, 0, 1), window=geo.window("h")),

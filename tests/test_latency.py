@@ -1,0 +1,90 @@
+"""The latency model: cache keys, buckets, candidates under pruning, and the sum rule against a
+direct measurement."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+import autorank as ar
+from autorank.latency import LatencyModel, LatencyTable, Target, bucket, measure_models
+from autorank.models import get_model
+
+SHAPE = (3, 32, 32)
+PLAN = {"conv1": ar.LayerChoice("prune", (20,)),
+        "conv2": ar.LayerChoice("tucker2", (8, 24)),
+        "conv3": ar.LayerChoice("cp", (16,)),
+        "fc": ar.LayerChoice("svd", (4,))}
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return get_model("tiny_cnn", width=32).eval()
+
+
+def test_cache_key_changes_with_every_part_of_the_target(tmp_path: Path) -> None:
+    base = Target(threads=1, batch=1)
+    others = [Target(threads=2, batch=1), Target(threads=1, batch=32),
+              Target(threads=1, batch=1, device="meta")]
+    keys = {base.key(), *(t.key() for t in others)}
+    assert len(keys) == 4
+    assert base.key() == Target(threads=1, batch=1).key()
+    assert base.about()["torch"] == torch.__version__
+    paths = {LatencyTable(t, tmp_path).path for t in (base, *others)}
+    assert len(paths) == 4
+
+
+def test_buckets_round_up_and_clip() -> None:
+    assert [bucket(v) for v in (1, 8, 9, 32, 33, 129, 600)] == [1, 8, 12, 32, 40, 144, 608]
+    assert bucket(30, cap=29) == 29
+
+
+def test_candidates_follow_pruning_into_the_next_layer(model: torch.nn.Module, tmp_path: Path) -> None:
+    lm = LatencyModel(model, SHAPE, Target(), tmp_path)
+    cands = lm.candidates(PLAN)
+    assert (cands["conv1"].out_channels, cands["conv1"].method) == (20, "keep")
+    assert cands["conv2"].in_channels == 20  # conv1's kept channels
+    assert (cands["conv2"].method, cands["conv2"].rank) == ("tucker2", (8, 24))
+    assert cands["conv2"].spatial == (32, 32) and cands["conv3"].spatial == (16, 16)
+    assert cands["conv3"].rank == (16,)
+    assert cands["fc"].method == "svd" and cands["fc"].in_channels == 64
+    # ranks off the grid are rounded up: a 10-channel prune is timed as 12
+    assert lm.candidates({"conv1": ar.LayerChoice("prune", (10,))})["conv2"].in_channels == 12
+
+
+def test_the_table_is_measured_once_and_reused_from_disk(model: torch.nn.Module, tmp_path: Path) -> None:
+    target = Target(threads=1, batch=2)
+    first = LatencyModel(model, SHAPE, target, tmp_path)
+    value = first.predict(PLAN)
+    assert first.table.measured > 0 and value > 0
+    again = LatencyModel(model, SHAPE, target, tmp_path)
+    assert again.predict(PLAN) == value
+    assert again.table.measured == 0
+    other = LatencyModel(model, SHAPE, Target(threads=1, batch=3), tmp_path)
+    other.predict(PLAN)
+    assert other.table.measured > 0  # another batch: another table
+
+
+# Eight repeated runs (tiny_cnn width 32, batch 8, one thread, a fresh table each) on a
+# 2-core machine with a training job on both cores put predicted / measured between 0.75 and
+# 1.40 for this plan and 0.92-1.29 for the dense model, both backends (run to run noise: the
+# dense model's prediction is its own earlier measurement); the bound is 0.4-1.6.
+TOLERANCE = 0.6
+
+
+@pytest.mark.parametrize("backend", ["torch", pytest.param("onnxruntime", marks=pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime not installed"))])
+def test_sum_rule_predicts_a_direct_measurement(model: torch.nn.Module, tmp_path: Path,
+                                                backend: str) -> None:
+    target = Target(threads=1, batch=8, backend=backend)
+    lm = LatencyModel(model, SHAPE, target, tmp_path)
+    predicted = lm.predict(PLAN)
+    dense_predicted = lm.predict({})
+    built = ar.apply_plan(model, PLAN, structure_only=True)
+    measured = measure_models({"plan": built, "dense": model}, SHAPE, target)
+    assert abs(predicted / measured["plan"] - 1) < TOLERANCE, (predicted, measured)
+    assert abs(dense_predicted / measured["dense"] - 1) < TOLERANCE, (dense_predicted, measured)
