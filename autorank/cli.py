@@ -9,11 +9,23 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from . import _env
+from ._cli_args import (
+    compress_args,
+    export_args,
+    inventory_args,
+    report_args,
+    search_args,
+    train_args,
+)
 from .errors import UserError
 
 log = logging.getLogger("autorank")
@@ -32,20 +44,7 @@ def command(name: str, add_args: Callable[[argparse.ArgumentParser], None]) -> C
     return wrap
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="a registered model name (see `autorank models`)")
-    p.add_argument("--checkpoint", default=None,
-                   help="state-dict checkpoint to load (a file, or a name in $AUTORANK_WEIGHTS_DIR)")
-    p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--input-size", type=int, default=32, help="square input side in pixels")
-
-
-def _inventory_args(p: argparse.ArgumentParser) -> None:
-    _model_args(p)
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
-
-
-@command("inventory", _inventory_args)
+@command("inventory", inventory_args)
 def _inventory(args: argparse.Namespace) -> int:
     """Print the compressible layers of a model with their cost and EVBMF ranks."""
     from .inventory import inventory_table
@@ -77,49 +76,7 @@ def _methods(args: argparse.Namespace) -> int:
     return 0
 
 
-def _search_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="resnet18", help="registered model (`autorank models`)")
-    p.add_argument("--dataset", default="cifar10",
-                   help="cifar10, cifar100, digits, synthetic, npz:PATH or imagefolder:PATH")
-    p.add_argument("--data-dir", default=None, help="where data sets live ($AUTORANK_DATA_DIR)")
-    p.add_argument("--download", action="store_true", help="let torchvision fetch CIFAR if absent")
-    p.add_argument("--checkpoint", default=None,
-                   help="trained baseline; without it one is trained first and cached")
-    p.add_argument("--space", default=None, help="search-space preset name or YAML file")
-    p.add_argument("--objectives", default=None,
-                   help="comma list after accuracy: params, flops, latency (default: params)")
-    p.add_argument("--budget", type=int, default=50, help="number of trials")
-    p.add_argument("--parallel", type=int, default=None, help="concurrent trials (default: CPUs)")
-    p.add_argument("--cpus-per-trial", type=int, default=None)
-    p.add_argument("--gpus-per-trial", type=float, default=None)
-    p.add_argument("--address", default=None, help="Ray cluster to join: auto or ray://host:port")
-    p.add_argument("--storage", default=None,
-                   help="Optuna storage URL (default: SQLite in the run directory)")
-    p.add_argument("--storage-path", default=None, help="Ray Tune storage every node reaches")
-    p.add_argument("--study-name", default=None,
-                   help="Optuna study (default autorank); drivers on one study share its budget")
-    p.add_argument("--heartbeat", type=int, default=None, dest="heartbeat_s",
-                   help="seconds between trial heartbeats; 3x silent = driver gone (default 10)")
-    p.add_argument("--out", default=None, help="run directory (default runs/<model>-<data>-<time>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--finetune-steps", type=int, default=None,
-                   help="one rung: every trial fine-tunes this many steps (no promotions)")
-    p.add_argument("--min-steps", type=int, default=None,
-                   help="multi-fidelity: steps of the first rung (every trial)")
-    p.add_argument("--max-steps", type=int, default=None,
-                   help="multi-fidelity: steps of the top rung (the front is judged there)")
-    p.add_argument("--eta", type=int, default=None,
-                   help="multi-fidelity: the best 1/eta of a rung go on with eta x the steps")
-    p.add_argument("--runner", choices=["ray", "local"], default=None,
-                   help="ray (default): Ray Tune; local: in-process, one trial at a time")
-    p.add_argument("--val-source", choices=["auto", "train", "test"], default=None,
-                   help="where validation images come from (auto: test half for checkpoints)")
-    p.add_argument("--baseline-epochs", type=int, default=None)
-    p.add_argument("--device", default=None, help="auto, cpu or cuda")
-
-
-@command("search", _search_args)
+@command("search", search_args)
 def _search(args: argparse.Namespace) -> int:
     """Search per-layer decompositions and ranks; writes a run directory with the Pareto front."""
     from .config import make_config
@@ -163,15 +120,7 @@ def _clock(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{sec:02d}s"
 
 
-def _report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="a run directory")
-    p.add_argument("--html", nargs="?", const="", default=None, metavar="PATH",
-                   help="also write a self-contained HTML report (default RUN/report.html)")
-    p.add_argument("--storage", default=None,
-                   help="the study's storage URL, when the run's saved URL hides a password")
-
-
-@command("report", _report_args)
+@command("report", report_args)
 def _report(args: argparse.Namespace) -> int:
     """Print a run's Pareto front (its trials read again from the study) and rewrite its plot."""
     from .sweep.report import front_objective, front_text, plot_front, sync_run
@@ -190,22 +139,7 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="a run directory")
-    p.add_argument("--trial", type=int, required=True, help="trial number (see `autorank report`)")
-    p.add_argument("--out", required=True, help="directory to write (new, empty, or an earlier export)")
-    p.add_argument("--finetune-epochs", type=float, default=0,
-                   help="fine-tune this many epochs more, distilling from the baseline (default 0)")
-    p.add_argument("--onnx", action="store_true", help="also write model.onnx, checked by onnxruntime")
-    p.add_argument("--strategy", default=None,
-                   help="train the trial's plan from the dense baseline by this recipe instead: "
-                        "vbmf-tucker2 (factorize, fine-tune) or admm (ADMM towards the ranks "
-                        "first, Yin et al. 2021); needs --finetune-epochs")
-    p.add_argument("--admm-steps", type=int, default=200,
-                   help="with --strategy admm: training steps of the dense model (default 200)")
-
-
-@command("export", _export_args)
+@command("export", export_args)
 def _export(args: argparse.Namespace) -> int:
     """Export one trial as plan.json + weights + model card (+ ONNX); load it with ar.load_exported."""
     from .exporter import export
@@ -219,19 +153,7 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True)
-    p.add_argument("--dataset", default="cifar10")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--epochs", type=int, required=True)
-    p.add_argument("--out", default=None, help="checkpoint file (default: the baseline cache)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--lr", type=float, default=0.1)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--device", default="auto")
-
-
-@command("train", _train_args)
+@command("train", train_args)
 def _train(args: argparse.Namespace) -> int:
     """Train a baseline (SGD momentum, cosine LR, crop+flip) and save its checkpoint."""
     from .baseline import train_baseline
@@ -245,45 +167,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _compress_args(p: argparse.ArgumentParser) -> None:
-    _model_args(p)
-    p.add_argument("--dataset", default="cifar10",
-                   help="cifar10, cifar100, digits, synthetic, npz:PATH or imagefolder:PATH")
-    p.add_argument("--data-dir", default=None, help="where data sets live ($AUTORANK_DATA_DIR)")
-    p.add_argument("--strategy", required=True, help="vbmf-tucker2, musco or admm")
-    p.add_argument("--out", required=True,
-                   help="directory for the model (as autorank export writes it) and results")
-    p.add_argument("--finetune-steps", type=int, default=200, help="steps of every fine-tune")
-    p.add_argument("--lr", type=float, default=0.01, help="fine-tune learning rate")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--no-distill", action="store_true", help="fine-tune without the teacher")
-    p.add_argument("--bn-batches", type=int, default=20, help="BN recalibration batches")
-    p.add_argument("--eval-limit", type=int, default=None, help="evaluate on N images only")
-    p.add_argument("--exclude", default="", help="comma list of layer globs to keep dense")
-    p.add_argument("--include-ends", action="store_true",
-                   help="factorize the first conv and the classifier too")
-    p.add_argument("--val-source", choices=["auto", "train", "test"], default="auto")
-    p.add_argument("--baseline-epochs", type=int, default=30, help="when no --checkpoint")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    g = p.add_argument_group("musco (Gusak et al. 2019)")
-    g.add_argument("--stages", type=int, default=2)
-    g.add_argument("--w", type=float, default=0.8, help="weakening factor in [0, 1]")
-    g.add_argument("--target-ratio", type=float, default=None, help="stop at this params ratio")
-    g.add_argument("--max-drop", type=float, default=None,
-                   help="stop when val accuracy falls more than this below the baseline's")
-    g = p.add_argument_group("admm (Yin et al. 2021)")
-    g.add_argument("--admm-steps", type=int, default=200)
-    g.add_argument("--format", choices=["tucker2", "tt"], default="tucker2")
-    g.add_argument("--ratio", type=float, default=4.0, help="per-layer params ratio of the ranks")
-    g.add_argument("--plan", default=None, help="JSON plan with the ranks (overrides --ratio)")
-    g.add_argument("--rho", type=float, default=1.0)
-    g.add_argument("--rho-growth", type=float, default=1.3)
-    g.add_argument("--rho-max", type=float, default=20.0)
-    g.add_argument("--update-every", type=int, default=10)
-
-
-@command("compress", _compress_args)
+@command("compress", compress_args)
 def _compress(args: argparse.Namespace) -> int:
     """Run one strategy end to end (vbmf-tucker2, musco, admm); writes model and results row."""
     from .bundle import check_out
@@ -378,18 +262,58 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
+    """Run the CLI; returns the exit status (0 ok, 2 bad input, 130 interrupted by Ctrl-C,
+    143 by SIGTERM)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    with _sigterm_as_interrupt() as stopped_by:
+        try:
+            return int(args.handler(args))
+        except (ValueError, FileNotFoundError) as err:
+            if args.debug:
+                raise
+            print(f"autorank {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt as err:
+            if sys.stderr.isatty():
+                print(file=sys.stderr)  # end the progress line
+            print(_interrupted_line(err), file=sys.stderr)
+            return 128 + (stopped_by[-1] if stopped_by else signal.SIGINT)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[list[int]]:
+    """Let SIGTERM stop the command as Ctrl-C does (through whatever handles SIGINT now, so a
+    search stops gracefully); yields the SIGTERMs received."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        received.append(signum)
+        handler = signal.getsignal(signal.SIGINT)
+        if not callable(handler):
+            raise KeyboardInterrupt
+        handler(signal.SIGINT, frame)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        return int(args.handler(args))
-    except (ValueError, FileNotFoundError) as err:
-        if args.debug:
-            raise
-        print(f"autorank {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("autorank: interrupted", file=sys.stderr)
-        return 130
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupted_line(err: KeyboardInterrupt) -> str:
+    """What an interrupted command prints last: for a search, what finished and how to resume."""
+    # not imported here when no search ran (an interrupt may even have cut an import short)
+    interrupt = sys.modules.get("autorank.sweep.interrupt")
+    if interrupt is None or not isinstance(err, interrupt.SearchInterrupted):
+        return "autorank: interrupted"
+    again = ["autorank", "search", "--out", str(err.path), "--resume", "--budget", str(err.budget)]
+    if err.runner != "ray":
+        again += ["--runner", err.runner]
+    return (f"interrupted: {err.finished} of {err.budget} trials finished; resume with: "
+            f"{shlex.join(again)}")

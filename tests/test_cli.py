@@ -85,3 +85,19 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.strip() == f"autorank {version('autorank')}"
+
+
+def test_every_option_of_every_command_has_help() -> None:
+    import argparse
+
+    from autorank.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {'/'.join(action.option_strings) or action.dest}"
+               for name, sub in commands.choices.items() for action in sub._actions
+               if not action.help]
+    assert missing == []
+    assert {"search", "train", "compress", "export", "report"} <= set(commands.choices)
+    search_help = commands.choices["search"].format_help()
+    assert "(default 30)" in search_help  # the baseline epochs trained when no --checkpoint

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,6 +180,17 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
                         "`ray start --head` or leave --address out for a local search") from err
 
 
+@contextmanager
+def _keep_sigterm_handler() -> Iterator[None]:
+    """Keep a SIGTERM handler the caller set (the CLI's: stop like Ctrl-C) over ``ray.init``,
+    which replaces it with an exit; without one, Ray's stays."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    yield
+    if callable(previous):
+        signal.signal(signal.SIGTERM, previous)
+
+
 def init_ray(address: str | None, num_cpus: int | None, num_gpus: int | None) -> None:
     """Start Ray in-process on loopback with no dashboard, or join the cluster at ``address``."""
     import ray
@@ -191,13 +205,15 @@ def init_ray(address: str | None, num_cpus: int | None, num_gpus: int | None) ->
         if address.rsplit(":", 1)[0] in _LOOPBACK:
             _keep_loopback()
         try:
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
+            with _keep_sigterm_handler():
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
         except ConnectionError as err:
             raise UserError(f"no Ray cluster at --address {address!r}: {err}") from err
         return
     _keep_loopback()
-    ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, log_to_driver=False,
-             configure_logging=False, _node_ip_address="127.0.0.1")
+    with _keep_sigterm_handler():
+        ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False, _node_ip_address="127.0.0.1")
 
 
 def run_ray(
@@ -237,4 +253,45 @@ def run_ray(
                                       storage_path=str(storage_path.resolve()),
                                       verbose=0, log_to_file=True),
         )
-        tuner.fit()
+        with _tune_interrupt() as interrupted:
+            tuner.fit()
+            if interrupted():
+                raise KeyboardInterrupt
+
+
+class _DropTuneHints(logging.Filter):
+    """Tune's notes on an interrupt name ``Tuner.restore``, which does not resume an autorank
+    search (``autorank search --resume`` does): left out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not message.startswith(("Stop signal received", "Experiment has been interrupted"))
+
+
+@contextmanager
+def _tune_interrupt() -> Iterator[Callable[[], bool]]:
+    """Around ``Tuner.fit``: yields whether a Ctrl-C stopped it.
+
+    Tune's own SIGINT handler (set inside ``fit``) stops the experiment gracefully (its trials'
+    actors ended, its state saved) and then puts back the handler it found: this one, which
+    raises ``KeyboardInterrupt`` on a second Ctrl-C. Finding it back after ``fit`` means the
+    first one came. Tune leaves its handler set after a normal end; the previous one is put back.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
+
+    def second_interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if previous is not None:
+        signal.signal(signal.SIGINT, second_interrupt)
+    tune_handles_sigint = previous is not None and not int(
+        os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0"))
+    tune_logger, hints = logging.getLogger("ray.tune.tune"), _DropTuneHints()
+    tune_logger.addFilter(hints)
+    try:
+        yield lambda: tune_handles_sigint and signal.getsignal(signal.SIGINT) is second_interrupt
+    finally:
+        tune_logger.removeFilter(hints)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)

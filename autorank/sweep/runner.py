@@ -37,13 +37,14 @@ from ..models import get_model_spec, load_checkpoint
 from ..runtime import resolve_device
 from ..samplers import make_sampler
 from ..types import Baseline
+from .interrupt import held_interrupts, record_interrupt
 from .report import chance_warning, front_objective, plot_front
 from .results import SearchResult, front_of, load_run, trained_model
 from .rundir import RunDir
 from .rungs import Scheduler, claim_promotion, open_rung_study, trial_params
 from .space import build_space
 from .storage import hide_password, open_storage, run_storage
-from .study import Heartbeat, ask_new, counts, fail_interrupted, open_study
+from .study import INTERRUPTED, Heartbeat, ask_new, counts, fail_interrupted, open_study
 from .table import record, trials_frame, write_frame
 from .trial import TrialContext, run_trial
 
@@ -181,10 +182,12 @@ def _notify(studies: Studies, run: RunDir, cfg: SearchConfig, start: float, done
         write_frame(run.trials, frame)
         if progress is None:
             return
-        finished = int((frame["state"].isin(["complete", "failed"])).sum())
+        # an interrupted trial is "failed" in the table but did not end: not in the budget
+        ended = ~frame["error"].str.startswith(INTERRUPTED)
+        finished = int((ended & frame["state"].isin(["complete", "failed"])).sum())
         ran = max(1, finished - done_before)
         elapsed = time.time() - start
-        progress(Progress(done=finished, failed=int((frame["state"] == "failed").sum()),
+        progress(Progress(done=finished, failed=int((ended & (frame["state"] == "failed")).sum()),
                           budget=cfg.budget, elapsed_s=elapsed,
                           eta_s=elapsed / ran * max(0, cfg.budget - finished),
                           front=front_of(frame, cfg), per_rung=_per_rung(frame, fidelity)))
@@ -216,6 +219,8 @@ def search(cfg: SearchConfig, *, resume: bool = False,
 
     Raises:
         UserError: bad input; nothing of an existing run is overwritten.
+        SearchInterrupted: a ``KeyboardInterrupt`` stopped it; what finished is recorded, the
+            trials it was running are failed as interrupted, and ``resume`` goes on.
     """
     _check_names(cfg)
     run = RunDir(cfg.out_dir())
@@ -225,41 +230,51 @@ def search(cfg: SearchConfig, *, resume: bool = False,
         assert cfg.storage is not None
         storage = open_storage(cfg.storage, heartbeat_s=cfg.heartbeat_s)  # before writing anything
         save_config(_saved(cfg), run.config)
-        model, data = load_baseline(dataclasses.replace(cfg.baseline_spec(progress=True),
-                                                        device=_device(cfg)))
-        baseline = _baseline_record(cfg, run, model, data)
-        if baseline.at_chance():
-            log.warning(chance_warning(baseline))
-        res = resolve_resources(cfg)
-        shape = (1, *data.input_shape)
-        space = build_space(model, inventory(model, shape), cfg.space, input_shape=shape)
-        study, created = _open_study(cfg, storage)
-        fidelity = cfg.space.fidelity
-        studies = Studies(study, open_rung_study(storage, cfg.study_name)
-                          if fidelity is not None and fidelity.top > 0 else None)
-        if created:
-            for params in space.seeds():
-                study.enqueue_trial(params, skip_if_exists=True)
-        else:
-            fail_interrupted(study)
-            if studies.rungs is not None:
-                fail_interrupted(studies.rungs)
-        done_before, running = counts(study)
-        log.info("%d layers searched; %d trial(s) finished, %d running, budget %d",
-                 len(space.layers), done_before, running, cfg.budget)
-        ctx = TrialContext(
-            key=uuid.uuid4().hex, model_name=cfg.model, num_classes=data.num_classes,
-            input_size=cfg.input_size, baseline_state=model.state_dict(),
-            baseline_params=baseline.params, baseline_flops=baseline.flops, data=data,
-            space=space, threads=res.cpus_per_trial if cfg.runner == "ray" else os.cpu_count() or 1,
-            device="cuda" if res.gpus_per_trial > 0 else _device(cfg),
-            weights_dir=str(run.weights), seed=cfg.seed,
-            accuracy_floor=accuracy_floor(cfg.space, baseline.val_accuracy))
-        on_done = _notify(studies, run, cfg, time.time(), done_before, progress)
-        if scheduler(cfg, studies).next().kind != "done":
-            _run_trials(cfg, ctx, studies, res, run, on_done)
-        _finalize(cfg, run, studies, model, data, baseline)
+        try:
+            _search_run(cfg, run, storage, progress)
+        except KeyboardInterrupt as err:
+            raise record_interrupt(storage, cfg.study_name, run=run, budget=cfg.budget,
+                                   runner=cfg.runner) from err
     return load_run(run.path)
+
+
+def _search_run(cfg: SearchConfig, run: RunDir, storage: Any,
+                progress: Callable[[Progress], None] | None) -> None:
+    """The search in its run directory, once its configuration is saved."""
+    model, data = load_baseline(dataclasses.replace(cfg.baseline_spec(progress=True),
+                                                    device=_device(cfg)))
+    baseline = _baseline_record(cfg, run, model, data)
+    if baseline.at_chance():
+        log.warning(chance_warning(baseline))
+    res = resolve_resources(cfg)
+    shape = (1, *data.input_shape)
+    space = build_space(model, inventory(model, shape), cfg.space, input_shape=shape)
+    study, created = _open_study(cfg, storage)
+    fidelity = cfg.space.fidelity
+    studies = Studies(study, open_rung_study(storage, cfg.study_name)
+                      if fidelity is not None and fidelity.top > 0 else None)
+    if created:
+        for params in space.seeds():
+            study.enqueue_trial(params, skip_if_exists=True)
+    else:
+        fail_interrupted(study)
+        if studies.rungs is not None:
+            fail_interrupted(studies.rungs)
+    done_before, running = counts(study)
+    log.info("%d layers searched; %d trial(s) finished, %d running, budget %d",
+             len(space.layers), done_before, running, cfg.budget)
+    ctx = TrialContext(
+        key=uuid.uuid4().hex, model_name=cfg.model, num_classes=data.num_classes,
+        input_size=cfg.input_size, baseline_state=model.state_dict(),
+        baseline_params=baseline.params, baseline_flops=baseline.flops, data=data,
+        space=space, threads=res.cpus_per_trial if cfg.runner == "ray" else os.cpu_count() or 1,
+        device="cuda" if res.gpus_per_trial > 0 else _device(cfg),
+        weights_dir=str(run.weights), seed=cfg.seed,
+        accuracy_floor=accuracy_floor(cfg.space, baseline.val_accuracy))
+    on_done = _notify(studies, run, cfg, time.time(), done_before, progress)
+    if scheduler(cfg, studies).next().kind != "done":
+        _run_trials(cfg, ctx, studies, res, run, on_done)
+    _finalize(cfg, run, studies, model, data, baseline)
 
 
 def scheduler(cfg: SearchConfig, studies: Studies) -> Scheduler:
@@ -282,21 +297,26 @@ def _run_local(cfg: SearchConfig, ctx: TrialContext, studies: Studies,
                 continue
             if job.kind == "promote":
                 assert job.number is not None
-                claimed = claim_promotion(rung_study, job.number, job.rung, rung_beat)
+                with held_interrupts():
+                    claimed = claim_promotion(rung_study, job.number, job.rung, rung_beat)
                 if claimed is not None:
-                    record(rung_study, claimed, run_trial(
-                        ctx, job.number, trial_params(study, job.number), rung=job.rung),
-                        ["val_accuracy"])
-                    rung_beat.discard(claimed._trial_id)
-                    on_done(job.number)
+                    outcome = run_trial(ctx, job.number, trial_params(study, job.number),
+                                        rung=job.rung)
+                    with held_interrupts():  # Ctrl-C: after the result is recorded whole
+                        record(rung_study, claimed, outcome, ["val_accuracy"])
+                        rung_beat.discard(claimed._trial_id)
+                        on_done(job.number)
                 continue
-            asked = ask_new(study, ctx.space, beat)
+            with held_interrupts():
+                asked = ask_new(study, ctx.space, beat)
             if asked is None:
                 return
             trial, params = asked
-            record(study, trial, run_trial(ctx, trial.number, params), metrics, ctx.accuracy_floor)
-            beat.discard(trial._trial_id)
-            on_done(trial.number)
+            outcome = run_trial(ctx, trial.number, params)
+            with held_interrupts():
+                record(study, trial, outcome, metrics, ctx.accuracy_floor)
+                beat.discard(trial._trial_id)
+                on_done(trial.number)
 
 
 def _run_trials(cfg: SearchConfig, ctx: TrialContext, studies: Studies, res: Resources,
