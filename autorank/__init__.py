@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .decompose import apply_plan, get_method, list_methods
+from .deploy import deploy
 from .errors import AutorankError, UserError
 from .inventory import inventory
 from .metrics import count_flops, count_params, measure_latency
@@ -98,6 +99,7 @@ __all__ = [
     "apply_plan",
     "count_flops",
     "count_params",
+    "deploy",
     "evbmf_rank",
     "export",
     "get_method",

@@ -38,7 +38,21 @@ def _cost_rows(info: Mapping[str, Any]) -> list[str]:
         f"| latency at batch 1 | {base['latency_ms']:.3f} ms | {info['latency_ms']:.3f} ms |",
         f"| latency at batch {info['latency_batch']} | {base['latency_batch_ms']:.3f} ms | "
         f"{info['latency_batch_ms']:.3f} ms |",
+        *_deployed_rows(info.get("deployed_latency") or {}),
     ]
+
+
+def _deployed_rows(deployed: Mapping[str, Any]) -> list[str]:
+    """Latency as deployed (BatchNorm folded, factors merged), per backend and batch."""
+    rows = []
+    for key, ms in deployed.items():
+        if key == "deploy_error":
+            continue
+        backend, _, batch = key.partition("_batch_")
+        how = "deployed" if "deploy_error" not in deployed else "not deployable, as is"
+        rows.append(f"| latency at batch {batch}, {how}, {backend} | {ms['baseline']:.3f} ms | "
+                    f"{ms['model']:.3f} ms ({ms['baseline'] / ms['model']:.2f}x) |")
+    return rows
 
 
 def _plan_rows(plan: Plan) -> list[str]:

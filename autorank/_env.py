@@ -2,7 +2,8 @@
 
 - ``AUTORANK_DATA_DIR``: where data sets live when no ``--data-dir`` is given.
 - ``AUTORANK_WEIGHTS_DIR``: where a checkpoint given by file name is looked up.
-- ``AUTORANK_CACHE_DIR``: where trained baselines are cached (default ``~/.cache/autorank``).
+- ``AUTORANK_CACHE_DIR``: where trained baselines and latency tables are cached (default
+  ``~/.cache/autorank``).
 - ``AUTORANK_INJECT_FAULT``: faults tests inject through the real code paths, as
   comma-separated ``kind:where`` pairs: ``raise:3`` (trial 3 raises; also ``nan``, ``oom``,
   ``kill``) or ``driver:baseline`` (the driver is SIGKILLed at that point). Unset in normal use.
@@ -40,3 +41,20 @@ def injected_faults() -> list[tuple[str, str]]:
         kind, _, where = item.partition(":")
         pairs.append((kind.strip(), where.strip()))
     return pairs
+
+
+def resolve_checkpoint(value: str | None) -> str | None:
+    """A checkpoint path as given, or looked up by file name in ``$AUTORANK_WEIGHTS_DIR``.
+
+    Raises:
+        UserError: neither exists.
+    """
+    from .errors import UserError
+
+    if value is None or os.path.exists(value):
+        return value
+    folder = weights_dir()
+    if folder and os.path.exists(os.path.join(folder, value)):
+        return os.path.join(folder, value)
+    raise UserError(f"checkpoint {value!r} not found (a file path, or a file name in "
+                    f"$AUTORANK_WEIGHTS_DIR={folder or '<unset>'})")

@@ -28,6 +28,7 @@ Who writes one: ``autorank.exporter`` (a trial of a search) and ``autorank.strat
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -41,10 +42,13 @@ from torch import nn
 from ._io import atomic_write, check_out, staged, write_json
 from .data import DataBundle
 from .decompose import get_method, set_submodule
+from .deploy import deploy
 from .errors import UserError
 from .export_info import ExportInfo, describe
 from .metrics import count_params
 from .types import LayerChoice, Plan, plan_from_json, plan_to_json
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -347,7 +351,9 @@ def check_round_trip(model: nn.Module, folder: Path, x: torch.Tensor) -> None:
 
 
 def export_onnx(model: nn.Module, path: Path, x: torch.Tensor) -> float:
-    """Write ``model`` as ONNX (batch dimension dynamic) and check onnxruntime against torch.
+    """Write ``model`` as ONNX (batch dimension dynamic), as deployed (:func:`autorank.deploy.deploy`:
+    BatchNorm folded, factors merged) where ``torch.fx`` can trace it, and check onnxruntime
+    against ``model`` in torch.
 
     Returns:
         The largest absolute difference of the logits on ``x``.
@@ -362,12 +368,18 @@ def export_onnx(model: nn.Module, path: Path, x: torch.Tensor) -> float:
     except ImportError:
         raise UserError("ONNX export needs onnx and onnxruntime: pip install 'autorank[onnx]'") from None
     model = model.eval().cpu()
+    try:
+        graph: nn.Module = deploy(model, tuple(x.shape))
+    except Exception as err:  # fx cannot trace data-dependent control flow: export as it is
+        log.info("exporting the model undeployed: %s", err)
+        graph = model
     with warnings.catch_warnings():
         # The TorchScript-based exporter is deprecated in favour of the dynamo one, which needs
         # onnxscript and takes seconds per model; torch is pinned, so the old one stays.
         warnings.simplefilter("ignore", category=DeprecationWarning)
         warnings.simplefilter("ignore", category=FutureWarning)
-        torch.onnx.export(model, (x,), str(path), dynamo=False, input_names=["input"],
+        warnings.simplefilter("ignore", category=UserWarning)  # its notes on tracing, not on the model
+        torch.onnx.export(graph, (x,), str(path), dynamo=False, input_names=["input"],
                           output_names=["logits"], opset_version=17,
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shlex
 import signal
 import sys
@@ -17,7 +16,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from . import _env
 from ._cli_args import (
     compress_args,
     export_args,
@@ -26,6 +24,7 @@ from ._cli_args import (
     search_args,
     train_args,
 )
+from ._env import resolve_checkpoint
 from .errors import UserError
 
 log = logging.getLogger("autorank")
@@ -74,6 +73,20 @@ def _methods(args: argparse.Namespace) -> int:
         method = get_method(name)
         print(f"{name:12s} rank {method.rank_names}  {(method.__doc__ or '').splitlines()[0]}")
     return 0
+
+
+def _latency_args(p: argparse.ArgumentParser) -> None:
+    from ._latency_cli import add_args
+
+    add_args(p)
+
+
+@command("latency", _latency_args)
+def _latency(args: argparse.Namespace) -> int:
+    """A plan's latency against the dense model's: predicted, measured, and deployed."""
+    from ._latency_cli import run
+
+    return run(args)
 
 
 @command("search", search_args)
@@ -215,17 +228,6 @@ def _compress(args: argparse.Namespace) -> int:
           f"({row.test_images} images, {row.wall_s:.0f} s)")
     print(f"written to {args.out}")
     return 0
-
-
-def resolve_checkpoint(value: str | None) -> str | None:
-    """A checkpoint path as given, or looked up by file name in ``$AUTORANK_WEIGHTS_DIR``."""
-    if value is None or os.path.exists(value):
-        return value
-    weights_dir = _env.weights_dir()
-    if weights_dir and os.path.exists(os.path.join(weights_dir, value)):
-        return os.path.join(weights_dir, value)
-    raise UserError(f"checkpoint {value!r} not found (a file path, or a file name in "
-                    f"$AUTORANK_WEIGHTS_DIR={weights_dir or '<unset>'})")
 
 
 def _version() -> str:

@@ -24,7 +24,7 @@ OBJECTIVES: dict[str, tuple[str, str]] = {
     "accuracy": ("val_accuracy", "max"),
     "params": ("params", "min"),
     "flops": ("flops", "min"),
-    "latency": ("latency_ms", "min"),
+    "latency": ("predicted_latency_ms", "min"),  # the latency table's (autorank.latency)
 }
 PRESETS_DIR = Path(__file__).resolve().parent / "search_spaces"
 

@@ -88,6 +88,36 @@ def _cost(model: nn.Module, input_shape: tuple[int, ...], latency_batch: int) ->
     return cost
 
 
+def deployed_latency(model: nn.Module, baseline: nn.Module, input_shape: tuple[int, ...],
+                     latency_batch: int) -> dict[str, Any]:
+    """Median latency (ms) of ``model`` and ``baseline`` as deployed (:func:`autorank.deploy.deploy`:
+    BatchNorm folded, factors merged), the two interleaved by the latency table's protocol, at
+    batch 1 and ``latency_batch``, in torch and, where installed, onnxruntime. A model that
+    ``torch.fx`` cannot trace is timed as it is, and ``deploy_error`` says why."""
+    import importlib.util
+
+    from .deploy import deploy
+    from .latency import Target, measure_models
+
+    shape = (1, *input_shape)
+    out: dict[str, Any] = {}
+    try:
+        models: dict[str, nn.Module] = {"model": deploy(model.cpu(), shape),
+                                        "baseline": deploy(baseline.cpu(), shape)}
+    except Exception as err:  # fx cannot trace data-dependent control flow
+        out["deploy_error"] = f"{type(err).__name__}: {err}"
+        models = {"model": model.cpu().eval(), "baseline": baseline.cpu().eval()}
+    backends = ["torch"]
+    if all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime")):
+        backends.append("onnxruntime")
+    for backend in backends:
+        for batch in sorted({1, latency_batch}):
+            target = Target(threads=torch.get_num_threads(), batch=batch, backend=backend)
+            out[f"{backend}_batch_{batch}"] = measure_models(models, input_shape, target,
+                                                             repeats=9 if batch == 1 else 5)
+    return out
+
+
 def describe(model: nn.Module, baseline: nn.Module, data: DataBundle, *, model_name: str,
              dataset: str, latency_batch: int, baseline_accuracy: Mapping[str, Any],
              **extra: Any) -> ExportInfo:
@@ -106,7 +136,8 @@ def describe(model: nn.Module, baseline: nn.Module, data: DataBundle, *, model_n
         "test_images": data.num_examples("test"), "val_source": data.val_source,
         "latency_batch": latency_batch, "threads": torch.get_num_threads(),
         "torch": torch.__version__, "baseline": {**dense, **baseline_accuracy},
-        **mine, **extra,
+        **mine, "deployed_latency": deployed_latency(model, baseline, shape, latency_batch),
+        **extra,
         "params_ratio": dense["params"] / mine["params"],
         "flops_ratio": dense["flops"] / mine["flops"] if mine["flops"] else None,
     })

@@ -109,6 +109,9 @@ class TrialOutcome:
     flops: int | None = None
     latency_ms: float | None = None  # median at batch 1
     latency_batch_ms: float | None = None  # median at the space's latency_batch
+    # batch 1 on the trial's device and threads, from the latency table (autorank.latency);
+    # set when latency is an objective: the search steers on it, not on the noisy measurement
+    predicted_latency_ms: float | None = None
     params_ratio: float | None = None
     flops_ratio: float | None = None
     duration_s: float = 0.0  # the whole trial, plan building included

@@ -49,8 +49,13 @@ def test_export_writes_the_bundle_and_loads_bit_identical(exported: ar.exporter.
     assert ar.plan_from_json((exported.path / "plan.json").read_text())
     assert 0 <= info["test_accuracy"] <= 1 and info["params_ratio"] > 1
     assert info["latency_ms"] > 0 and info["baseline"]["latency_ms"] > 0
+    deployed = info["deployed_latency"]  # BatchNorm folded, factors merged; both backends
+    assert "deploy_error" not in deployed
+    for key in (f"{b}_batch_{n}" for b in ("torch", "onnxruntime") for n in (1, info["latency_batch"])):
+        assert deployed[key]["model"] > 0 and deployed[key]["baseline"] > 0, key
     card = (exported.path / "README.md").read_text()
-    for text in ("test accuracy", "parameters", "latency at batch 1", "ar.load_exported", "ratio"):
+    for text in ("test accuracy", "parameters", "latency at batch 1", "ar.load_exported", "ratio",
+                 "latency at batch 1, deployed, onnxruntime"):
         assert text in card
     loaded = ar.load_exported(exported.path)
     reference = _trial_model(tiny_run, info["trial"])

@@ -88,3 +88,64 @@ def test_sum_rule_predicts_a_direct_measurement(model: torch.nn.Module, tmp_path
     measured = measure_models({"plan": built, "dense": model}, SHAPE, target)
     assert abs(predicted / measured["plan"] - 1) < TOLERANCE, (predicted, measured)
     assert abs(dense_predicted / measured["dense"] - 1) < TOLERANCE, (dense_predicted, measured)
+
+
+def test_latency_command_times_a_plan_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from autorank.cli import main
+
+    monkeypatch.setenv("AUTORANK_CACHE_DIR", str(tmp_path / "cache"))
+    plan = tmp_path / "plan.json"
+    plan.write_text('{"conv2": {"method": "tucker2", "rank": [8, 16]}}')
+    assert main(["latency", "--model", "tiny_cnn", "--plan", str(plan), "--threads", "1",
+                 "--repeats", "3", "--json"]) == 0
+    import json
+
+    out = json.loads(capsys.readouterr().out)
+    assert out["target"]["threads"] == 1 and out["target"]["batch"] == 1
+    assert out["flops"]["compressed"] < out["flops"]["dense"]
+    assert all(v > 0 for col in ("predicted", "measured", "deployed") for v in out[col].values())
+    assert out["table"].startswith(str(tmp_path / "cache"))
+
+
+def test_latency_command_reads_a_run_and_refuses_bad_input(tiny_run: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from autorank.cli import main
+
+    monkeypatch.setenv("AUTORANK_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["latency", "--run", str(tiny_run), "--trial", "0", "--repeats", "3"]) == 0
+    assert "speed-up" in capsys.readouterr().out
+    assert main(["latency", "--run", str(tiny_run), "--trial", "99"]) == 2
+    assert "no trial 99" in capsys.readouterr().err
+    assert main(["latency", "--run", str(tiny_run)]) == 2
+    assert main(["latency", "--model", "tiny_cnn", "--plan", str(tmp_path / "missing.json")]) == 2
+
+
+def test_a_latency_objective_search_steers_on_the_table(tmp_path: Path, tiny_checkpoint: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import pandas as pd
+
+    from autorank.config import make_config
+    from autorank.sweep import search
+
+    monkeypatch.setenv("AUTORANK_CACHE_DIR", str(tmp_path / "cache"))
+    cfg = make_config(space="tiny", model="tiny_cnn", dataset="digits",
+                      checkpoint=str(tiny_checkpoint), val_source="train", budget=3,
+                      runner="local", out=str(tmp_path / "run"), seed=0, finetune_steps=5,
+                      objectives=["accuracy", "latency"])
+    result = search(cfg)
+    trials = pd.read_csv(result.path / "trials.csv")
+    done = trials[trials["state"] == "complete"]
+    assert len(done) and (done["predicted_latency_ms"] > 0).all()
+    assert (done["latency_ms"] > 0).all()  # still measured, for the record
+    tables = list((tmp_path / "cache" / "latency").glob("*.json"))
+    assert len(tables) == 1
+    # the front is over the predicted latency: no trial on it is dominated in that plane
+    front = result.pareto()
+    for _, row in front.iterrows():
+        better = done[(done["val_accuracy"] >= row["val_accuracy"])
+                      & (done["predicted_latency_ms"] <= row["predicted_latency_ms"])
+                      & ((done["val_accuracy"] > row["val_accuracy"])
+                         | (done["predicted_latency_ms"] < row["predicted_latency_ms"]))]
+        assert better.empty

@@ -15,7 +15,9 @@ use per-layer tables measured on the target):
   on a module of its structure with random weights (:meth:`Method.skeleton`), interleaved
   with the other candidates measured at the same time (:func:`~.timing.time_interleaved`);
   the table lives on disk, keyed by the target and the library versions, shared by every
-  model with the same layer shapes and every run;
+  model with the same layer shapes and every run; entries measured later (lazily, as plans
+  ask for them) are timed beside the dense model again and scaled by its drift, so that a
+  busier machine at one call does not put those entries on another scale;
 - the *remainder* (activations, pooling, BatchNorm, residual adds, the framework's overhead)
   is the dense model's measured latency minus the sum of its slots' dense latencies;
 - a plan's predicted latency is the remainder plus the sum of its candidates' latencies.
@@ -195,6 +197,13 @@ class LatencyTable:
             return
         t = self.target
         calls: dict[Any, Any] = {}
+        # A model already in the table is timed again beside the new entries: the load of the
+        # machine drifts between calls, and new entries are scaled by how far the reference
+        # moved since it was first measured, so that the table stays one consistent scale.
+        ref = next((k for k in (models or {}) if k in self.models), None) if todo else None
+        if ref is not None:
+            x = torch.randn(t.batch, *input_shape, device=t.device)
+            calls[("ref", ref)] = compile_call(models[ref].to(t.device), x, t.backend, t.threads)  # type: ignore[index]
         for key, cand in todo.items():
             module = cand.module().to(t.device)
             x = cand.example(t.batch, t.device)
@@ -203,8 +212,9 @@ class LatencyTable:
             x = torch.randn(t.batch, *input_shape, device=t.device)
             calls[("model", key)] = compile_call(model.to(t.device), x, t.backend, t.threads)
         times = time_interleaved(calls, threads=t.threads, repeats=self.repeats)
+        scale = self.models[ref] / times[("ref", ref)] if ref is not None else 1.0
         self.measured += len(todo)
-        self._save({k: v for (kind, k), v in times.items() if kind == "layer"},
+        self._save({k: v * scale for (kind, k), v in times.items() if kind == "layer"},
                    {k: v for (kind, k), v in times.items() if kind == "model"})
 
 

@@ -53,6 +53,9 @@ def _onnx_call(module: nn.Module, x: torch.Tensor, threads: int) -> Call:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # onnxruntime's pool threads spin after each run by default; with many sessions timed in
+    # turn, one session's spinning threads steal the cores the next session runs on
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
     feed = {"input": x.cpu().numpy()}
     return lambda: session.run(None, feed)

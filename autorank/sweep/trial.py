@@ -21,6 +21,7 @@ from ..data import DataBundle
 from ..decompose import apply_plan
 from ..engine import FinetuneConfig, TeacherCache, evaluate, recover
 from ..errors import NonFiniteLossError
+from ..latency import LatencyModel, Target
 from ..metrics import measure_cost
 from ..models import get_model
 from ..runtime import num_threads
@@ -67,6 +68,21 @@ def _teacher(ctx: TrialContext) -> TeacherCache:
             ctx.model_name, num_classes=ctx.num_classes, checkpoint=ctx.baseline_state,
             input_size=ctx.input_size))
     return _BASELINES[ctx.key]
+
+
+_LATENCY: dict[str, LatencyModel] = {}
+
+
+def predicted_latency(ctx: TrialContext, plan: Plan) -> float | None:
+    """The plan's batch-1 latency from the latency table of the trial's device and threads
+    (measured lazily, shared on disk), when latency is one of the search's objectives."""
+    if "latency" not in ctx.space.config.objectives:
+        return None
+    if ctx.key not in _LATENCY:
+        _LATENCY.clear()
+        target = Target(device=ctx.device, threads=ctx.threads, batch=1, backend="torch")
+        _LATENCY[ctx.key] = LatencyModel(_teacher(ctx).teacher, ctx.data.input_shape, target)
+    return _LATENCY[ctx.key].predict(plan)
 
 
 def recipe(ctx: TrialContext, rung: int = 0, *, restart: bool = False) -> FinetuneConfig:
@@ -175,6 +191,7 @@ def run_trial(ctx: TrialContext, number: int | None, params: Mapping[str, Any], 
             ctx = _apply_fault(injected_fault(number, rung), ctx)
             plan = ctx.space.plan(params) if plan is None else plan
             plan_json = plan_to_json(plan)
+            predicted = predicted_latency(ctx, plan)
             model = apply_plan(_teacher(ctx).teacher, plan, input_shape=(1, *ctx.data.input_shape),
                                importance=ctx.space.config.prune_importance)
             weights = Path(ctx.weights_dir) / f"trial-{number}.pt" if ctx.weights_dir else None
@@ -190,7 +207,7 @@ def run_trial(ctx: TrialContext, number: int | None, params: Mapping[str, Any], 
             if weights is not None and number is not None:
                 _save_weights(model, weights.parent, number)
         outcome = dataclasses.replace(outcome, plan=plan_json, rung=rung,
-                                      steps=rung_steps(ctx, rung))
+                                      steps=rung_steps(ctx, rung), predicted_latency_ms=predicted)
     except Exception as err:
         # A plan that cannot be built, a diverging fine-tune, an out-of-memory or any other
         # fault is a result of this trial, not of the search: record why and go on.
