@@ -6,6 +6,7 @@ Kept apart from :mod:`autorank.cli`, which pairs each of these with its handler.
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 _DATASETS = "cifar10, cifar100, digits, synthetic, npz:PATH or imagefolder:PATH"
 _VAL_SOURCES = ["auto", "train", "test"]
@@ -29,9 +30,9 @@ def inventory_args(p: argparse.ArgumentParser) -> None:
 
 def _search_run_args(p: argparse.ArgumentParser) -> None:
     """How a search runs: trials at once, resources, Ray cluster, storage, run directory."""
-    p.add_argument("--budget", type=int, default=50,
-                   help="number of trials, seeds and failed ones included (default 50; give it "
-                        "again with --resume, or the resumed run's budget becomes 50)")
+    p.add_argument("--budget", type=int, default=None,
+                   help="number of trials, seeds and failed ones included (default 50; with "
+                        "--resume: the run's own, or this to extend it)")
     p.add_argument("--parallel", type=int, default=None, help="concurrent trials (default: CPUs)")
     p.add_argument("--cpus-per-trial", type=int, default=None,
                    help="CPUs (and torch threads) of each trial (default: CPUs / --parallel)")
@@ -48,19 +49,41 @@ def _search_run_args(p: argparse.ArgumentParser) -> None:
                    help="seconds between trial heartbeats; 3x silent = driver gone (default 10)")
     p.add_argument("--out", default=None, help="run directory (default runs/<model>-<data>-<time>)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out (an interrupted or killed one included); "
-                        "finished trials are kept, interrupted ones are sampled anew")
+                   help="continue the run in --out (an interrupted or killed one included) with "
+                        "its saved flags; finished trials are kept, interrupted ones are sampled "
+                        "anew. Flags given again may change the budget and how trials run, not "
+                        "what they compute")
     p.add_argument("--runner", choices=["ray", "local"], default=None,
                    help="ray (default): Ray Tune; local: in-process, one trial at a time")
     p.add_argument("--device", default=None, help="auto (default), cpu or cuda")
 
 
+# The flags of ``autorank search`` that make its configuration (make_config's names). Each
+# defaults to None, so that a flag given can be told from one left out (--resume keeps those).
+SEARCH_FLAGS = ("model", "dataset", "data_dir", "download", "checkpoint", "space", "objectives",
+                "seed", "finetune_steps", "min_steps", "max_steps", "eta", "val_source",
+                "baseline_epochs", "budget", "parallel", "cpus_per_trial", "gpus_per_trial",
+                "address", "storage", "storage_path", "study_name", "heartbeat_s", "out",
+                "runner", "device")
+
+
+def search_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The search flags given on the command line, by :func:`autorank.config.make_config`'s
+    names (``objectives`` as a list); those left out are absent."""
+    flags = {k: getattr(args, k) for k in SEARCH_FLAGS if getattr(args, k) is not None}
+    objectives = [o for o in flags.pop("objectives", "").split(",") if o]
+    if objectives:
+        flags["objectives"] = objectives
+    return flags
+
+
 def search_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="resnet18",
+    p.add_argument("--model", default=None,
                    help="registered model (`autorank models`; default resnet18)")
-    p.add_argument("--dataset", default="cifar10", help=f"{_DATASETS} (default cifar10)")
+    p.add_argument("--dataset", default=None, help=f"{_DATASETS} (default cifar10)")
     p.add_argument("--data-dir", default=None, help="where data sets live ($AUTORANK_DATA_DIR)")
-    p.add_argument("--download", action="store_true", help="let torchvision fetch CIFAR if absent")
+    p.add_argument("--download", action="store_true", default=None,
+                   help="let torchvision fetch CIFAR if absent")
     p.add_argument("--checkpoint", default=None,
                    help="trained baseline; without it one is trained first (--baseline-epochs) "
                         "and cached")

@@ -22,6 +22,7 @@ from ._cli_args import (
     inventory_args,
     report_args,
     search_args,
+    search_flags,
     train_args,
 )
 from ._env import resolve_checkpoint
@@ -95,19 +96,16 @@ def _search(args: argparse.Namespace) -> int:
     from .config import make_config
     from .sweep import search
     from .sweep.report import front_text
+    from .sweep.rundir import resume_config
 
-    objectives = args.objectives.split(",") if args.objectives else None
-    cfg = make_config(
-        space=args.space, finetune_steps=args.finetune_steps, min_steps=args.min_steps,
-        max_steps=args.max_steps, eta=args.eta, objectives=objectives,
-        model=args.model, dataset=args.dataset, data_dir=args.data_dir, download=args.download or None,
-        checkpoint=resolve_checkpoint(args.checkpoint), budget=args.budget,
-        parallel=args.parallel, cpus_per_trial=args.cpus_per_trial,
-        gpus_per_trial=args.gpus_per_trial, address=args.address, storage=args.storage,
-        storage_path=args.storage_path, study_name=args.study_name, heartbeat_s=args.heartbeat_s,
-        out=args.out, seed=args.seed, runner=args.runner, val_source=args.val_source,
-        baseline_epochs=args.baseline_epochs, device=args.device)
-    result = search(cfg, resume=args.resume, progress=_print_progress)
+    flags = search_flags(args)
+    if "checkpoint" in flags:
+        flags["checkpoint"] = resolve_checkpoint(flags["checkpoint"])
+    cfg = resume_config(flags) if args.resume else make_config(**flags)
+    result = search(cfg, resume=args.resume, progress=_print_progress,
+                    baseline_progress=_baseline_printer(
+                        "training a {model} baseline first (no --checkpoint)",
+                        "the trials start after it"))
     print(file=sys.stderr)
     print(front_text(result.pareto(), result.baseline))
     print(f"run directory: {result.path}")
@@ -125,6 +123,26 @@ def _print_progress(p: Any) -> None:
             f"~{_clock(p.eta_s)} left{best}")
     end = "\r" if sys.stderr.isatty() else "\n"
     print(line.ljust(100), end=end, file=sys.stderr, flush=True)
+
+
+def _baseline_printer(what: str, then: str) -> Callable[[Any], None]:
+    """Prints a baseline's training (a ``BaselineProgress``) on stderr, a line each: the start
+    (``what`` it does, how long, ``then``), then every epoch; on a terminal over tqdm's bar."""
+
+    def show(p: Any) -> None:
+        if p.loss is None:
+            doing = (f"resuming the {p.model} baseline after epoch {p.resumed_from}/{p.epochs}"
+                     if p.resumed_from else what.format(model=p.model))
+            line = (f"{doing}: {p.epochs - p.resumed_from} epochs on {p.dataset} "
+                    f"({p.train_images} images, {p.device}), about {_clock(p.eta_s)}; {then}; "
+                    "each epoch is saved, so the same command goes on from the last")
+        else:
+            val = "-" if p.val_accuracy is None else f"{p.val_accuracy:.3f}"
+            line = (f"baseline epoch {p.epoch}/{p.epochs}: loss {p.loss:.3f}, val accuracy {val}"
+                    f" | {_clock(p.elapsed_s)} elapsed, ~{_clock(p.eta_s)} left")
+        print(("\r\x1b[K" if sys.stderr.isatty() else "") + line, file=sys.stderr, flush=True)
+
+    return show
 
 
 def _clock(seconds: float) -> str:
@@ -175,7 +193,9 @@ def _train(args: argparse.Namespace) -> int:
         raise UserError(f"--epochs must be >= 1, got {args.epochs}")
     path = train_baseline(args.model, args.dataset, epochs=args.epochs, out=args.out,
                           seed=args.seed, data_dir=args.data_dir, lr=args.lr,
-                          batch_size=args.batch_size, device=args.device, progress=True)
+                          batch_size=args.batch_size, device=args.device, progress=True,
+                          on_progress=_baseline_printer("training a {model} baseline",
+                                                        "the checkpoint is written after it"))
     print(path)
     return 0
 
@@ -314,8 +334,6 @@ def _interrupted_line(err: KeyboardInterrupt) -> str:
     interrupt = sys.modules.get("autorank.sweep.interrupt")
     if interrupt is None or not isinstance(err, interrupt.SearchInterrupted):
         return "autorank: interrupted"
-    again = ["autorank", "search", "--out", str(err.path), "--resume", "--budget", str(err.budget)]
-    if err.runner != "ray":
-        again += ["--runner", err.runner]
+    again = ["autorank", "search", "--out", str(err.path), "--resume"]  # its flags are saved
     return (f"interrupted: {err.finished} of {err.budget} trials finished; resume with: "
             f"{shlex.join(again)}")

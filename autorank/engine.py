@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._loop import SCHEDULES, EpochCheckpoint, TrainLoop
 from .data import DataBundle
 from .distill import TeacherCache, distillation_loss
 from .errors import NonFiniteLossError, UserError
@@ -24,6 +25,7 @@ __all__ = [
     "FinetuneConfig",
     "FinetuneResult",
     "NonFiniteLossError",
+    "EpochCheckpoint",
     "TeacherCache",
     "TrainHook",
     "configure_threads",
@@ -79,12 +81,6 @@ def evaluate(
     return correct / total
 
 
-_SCHEDULES: dict[str, Callable[[int, int], float]] = {
-    "cosine": lambda step, total: 0.5 * (1.0 + math.cos(math.pi * step / total)),
-    "constant": lambda step, total: 1.0,
-}
-
-
 @dataclass(frozen=True)
 class FinetuneConfig:
     """The one fine-tune recipe of autorank: what trials, strategies and exports train with.
@@ -116,9 +112,9 @@ class FinetuneConfig:
                             "bn_batches >= 0")
         if not 0.0 <= self.kd_alpha <= 1.0 or self.kd_temperature <= 0:
             raise UserError("finetune: needs 0 <= kd_alpha <= 1 and kd_temperature > 0")
-        if self.schedule not in _SCHEDULES:
+        if self.schedule not in SCHEDULES:
             raise UserError(f"finetune: unknown schedule {self.schedule!r}; expected one of "
-                            f"{sorted(_SCHEDULES)}")
+                            f"{sorted(SCHEDULES)}")
 
     @property
     def trains(self) -> bool:
@@ -141,6 +137,16 @@ class TrainHook(Protocol):
 
     def after_step(self, step: int) -> None:
         """Called after the optimizer step ``step`` (0-based)."""
+
+
+@dataclass(frozen=True)
+class _Extras:
+    """What a fine-tune does beside training: distill, hook, checkpoint, progress bar."""
+
+    teacher: TeacherCache | None = None
+    hook: TrainHook | None = None
+    checkpoint: EpochCheckpoint | None = None
+    progress: bool = False
 
 
 def _resolve_config(config: FinetuneConfig | None, overrides: dict[str, Any]) -> FinetuneConfig:
@@ -179,6 +185,7 @@ def finetune(
     device: str | torch.device = "cpu",
     progress: bool = False,
     hook: TrainHook | None = None,
+    checkpoint: EpochCheckpoint | None = None,
     **overrides: Any,
 ) -> FinetuneResult:
     """Train ``model`` in place with SGD + momentum and a cosine (or constant) learning rate.
@@ -197,13 +204,16 @@ def finetune(
         device: where to train.
         progress: show a tqdm bar.
         hook: its ``after_step`` runs after every optimizer step.
+        checkpoint: the loop is saved there at the end of every epoch, and a state found there
+            is resumed: the same batches, learning rates and random draws follow, so the
+            weights end as those of a fine-tune that never stopped (on CPU, bit for bit).
         **overrides: :class:`FinetuneConfig` fields.
 
     Returns:
         A :class:`FinetuneResult`.
 
     Raises:
-        UserError: bad options, or no training images.
+        UserError: bad options, no training images, a checkpoint with a teacher.
         NonFiniteLossError: the loss became NaN or infinite.
     """
     cfg = _resolve_config(config, overrides)
@@ -211,13 +221,16 @@ def finetune(
     if len(data) == 0:
         raise UserError("cannot fine-tune: the training split has no images")
     total = _total_steps(cfg, data)
+    if teacher is not None and checkpoint is not None:
+        raise UserError("a fine-tune with a teacher cannot be checkpointed")  # its logit cache
     if isinstance(teacher, nn.Module):
         teacher = TeacherCache(teacher)  # a fresh cache: nothing is reused beyond this call
     if teacher is not None:
         teacher.start(data, cfg, dev)
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(cfg.seed)  # dropout and other in-model randomness
-        return _train_loop(model, data, cfg, total, teacher, dev, progress, hook)
+        return _train_loop(model, data, cfg, total, dev,
+                           _Extras(teacher, hook, checkpoint, progress))
 
 
 def _loss(
@@ -232,52 +245,71 @@ def _loss(
 
 
 def _train_loop(
-    model: nn.Module, data: DataBundle, cfg: FinetuneConfig, total: int,
-    teacher: TeacherCache | None, dev: torch.device, progress: bool, hook: TrainHook | None = None,
+    model: nn.Module, data: DataBundle, cfg: FinetuneConfig, total: int, dev: torch.device,
+    extras: _Extras,
 ) -> FinetuneResult:
     model.to(dev).train()
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay)
-    factor = _SCHEDULES[cfg.schedule]
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: factor(step, total))
-    batches = _endless(data, cfg, torch.Generator().manual_seed(cfg.seed), dev)
-    bar = _progress_bar(total, progress)
+    loop = TrainLoop.make(model, cfg, total, dev)
+    per_epoch = math.ceil(len(data) / cfg.batch_size)  # the batches of one pass of _endless
+    saved = extras.checkpoint.load() if extras.checkpoint is not None else None
+    start = loop.resume(model, saved, per_epoch) if saved is not None else 0
+    batches = _endless(data, cfg, loop.gen, dev)
+    bar = _progress_bar(total, extras.progress, initial=start)
     recent: list[float] = []
-    images, start = 0, time.perf_counter()
-    for step in range(total):
+    epoch_loss = [0.0, 0]  # sum, steps
+    images, t0 = 0, time.perf_counter()
+    for step in range(start, total):
         x, y = next(batches)
-        loss = _loss(model, teacher, step, x, y, cfg)
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise NonFiniteLossError(f"loss is {value} at step {step + 1}/{total}; lower the lr "
-                                     f"(now {sched.get_last_lr()[0]:.3g}) or check the model")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if hook is not None:
-            hook.after_step(step)
+        value = _step(model, loop, extras.teacher, step, (x, y), cfg)
+        if extras.hook is not None:
+            extras.hook.after_step(step)
         images += len(y)
         recent = (recent + [value])[-cfg.log_every :]
+        epoch_loss = [epoch_loss[0] + value, epoch_loss[1] + 1]
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{value:.3f}")
         elif (step + 1) % cfg.log_every == 0:
             log.info("step %d/%d loss %.4f", step + 1, total, sum(recent) / len(recent))
-    seconds = time.perf_counter() - start
+        if extras.checkpoint is not None and ((step + 1) % per_epoch == 0 or step + 1 == total):
+            extras.checkpoint.save(loop.state(model, step + 1), math.ceil((step + 1) / per_epoch),
+                                   epoch_loss[0] / epoch_loss[1])
+            epoch_loss = [0.0, 0]
+    seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
     model.eval()
-    return FinetuneResult(sum(recent) / len(recent), total, seconds, images / max(seconds, 1e-9))
+    final = sum(recent) / len(recent) if recent else float("nan")
+    return FinetuneResult(final, total, seconds, images / max(seconds, 1e-9))
 
 
-def _progress_bar(total: int, enabled: bool) -> Any:
+def _step(model: nn.Module, loop: TrainLoop, teacher: TeacherCache | None, step: int,
+          batch: tuple[torch.Tensor, torch.Tensor], cfg: FinetuneConfig) -> float:
+    """One optimizer step; returns its loss.
+
+    Raises:
+        NonFiniteLossError: the loss is NaN or infinite.
+    """
+    x, y = batch
+    loss = _loss(model, teacher, step, x, y, cfg)
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise NonFiniteLossError(f"loss is {value} at step {step + 1}/{loop.total}; lower the lr "
+                                 f"(now {loop.sched.get_last_lr()[0]:.3g}) or check the model")
+    loop.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    loop.opt.step()
+    loop.sched.step()
+    return value
+
+
+def _progress_bar(total: int, enabled: bool, *, initial: int = 0) -> Any:
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
     # disable=None: a live bar on a terminal, nothing in logs and CI (no line per update)
-    return tqdm(total=total, unit="step", dynamic_ncols=True, disable=None)
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, disable=None)
 
 
 def recalibrate_bn(

@@ -53,3 +53,29 @@ def test_the_cache_keys_on_the_data_content_not_its_path(tmp_path: Path) -> None
     second = train_baseline("tiny_cnn", f"npz:{data}", epochs=1, cache_dir=tmp_path / "c",
                             progress=False)
     assert second != first and first.exists()
+
+
+def test_a_stopped_baseline_resumes_from_its_last_epoch_to_the_same_weights(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped after epoch 1 of 3, training goes on from epoch 1's saved state (weights,
+    optimizer, schedule, batch order, RNG) and ends bit for bit where a run that never
+    stopped ends."""
+    whole = train_baseline("tiny_cnn", "digits", epochs=3, cache_dir=tmp_path / "a",
+                           progress=False)
+    monkeypatch.setenv("AUTORANK_INJECT_FAULT", "raise:baseline-epoch-1")
+    with pytest.raises(RuntimeError, match="injected fault at baseline-epoch-1"):
+        train_baseline("tiny_cnn", "digits", epochs=3, cache_dir=tmp_path / "b", progress=False)
+    (partial,) = (tmp_path / "b").glob(".*.partial")
+    assert partial.name == f".{whole.name}.partial"  # the cache's key
+    steps = torch.load(partial, weights_only=True)["step"]
+    monkeypatch.delenv("AUTORANK_INJECT_FAULT")
+    events: list[baseline.BaselineProgress] = []
+    resumed = train_baseline("tiny_cnn", "digits", epochs=3, cache_dir=tmp_path / "b",
+                             progress=False, on_progress=events.append)
+    assert events[0].loss is None and events[0].resumed_from == 1 and events[0].eta_s > 0
+    assert [e.epoch for e in events[1:]] == [2, 3]
+    assert all(e.loss is not None and 0 <= (e.val_accuracy or 0) <= 1 for e in events[1:])
+    assert not partial.exists() and steps == 10  # 1212 training images, batches of 128
+    first, second = load_checkpoint(whole), load_checkpoint(resumed)
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)

@@ -109,7 +109,8 @@ def test_ctrl_c_stops_a_local_search_and_the_hint_resumes_it(tmp_path: Path,
         _search_argv(out, tiny_checkpoint, budget, "--runner", "local"), out, signal.SIGINT)
     before = _check_interrupted(done, out, budget, 130)
     assert took < 30, f"{took:.0f} s to stop"
-    assert "--runner local" in done.stderr
+    # the run's flags are saved: the hint repeats neither --budget nor --runner
+    assert _HINT.search(done.stderr)[3] == f"autorank search --out {out} --resume"
     _resume_by_the_hint(done, out, budget, before)
 
 

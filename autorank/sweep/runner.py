@@ -19,12 +19,11 @@ import torch
 from torch import nn
 
 from .._io import check_writable, crash_point, write_json
-from ..baseline import load_baseline
+from ..baseline import BaselineProgress, load_baseline
 from ..config import (
     Fidelity,
     SearchConfig,
     SpaceConfig,
-    load_config,
     objective_metrics,
     save_config,
 )
@@ -40,7 +39,7 @@ from ..types import Baseline
 from .interrupt import held_interrupts, record_interrupt
 from .report import chance_warning, front_objective, plot_front
 from .results import SearchResult, front_of, load_run, trained_model
-from .rundir import RunDir
+from .rundir import RunDir, check_resumable, saved_config, unstarted_run
 from .rungs import Scheduler, claim_promotion, open_rung_study, trial_params
 from .space import build_space
 from .storage import hide_password, open_storage, run_storage
@@ -108,14 +107,10 @@ def _device(cfg: SearchConfig) -> str:
 
 def _prepare_run(cfg: SearchConfig, run: RunDir, resume: bool) -> SearchConfig:
     if resume:
-        if not run.config.exists():
-            raise UserError(f"--resume: {str(run.path)!r} holds no autorank run (no config.yaml)")
-        saved = load_config(run.config)
-        # What may change on resume: the budget and how trials are run, not what they compute.
-        keep = {f: getattr(cfg, f) for f in ("budget", "parallel", "cpus_per_trial",
-                                             "gpus_per_trial", "address", "runner", "heartbeat_s")}
-        return dataclasses.replace(saved, out=str(run.path), storage=run_storage(saved.storage, cfg.storage),
-                                   **keep)
+        saved = saved_config(run)
+        check_resumable(saved, cfg, run.path)
+        return dataclasses.replace(cfg, out=str(run.path),
+                                   storage=run_storage(saved.storage, cfg.storage))
     if run.config.exists():
         raise UserError(f"{str(run.path)!r} already holds a run; add --resume to continue it, or "
                         "choose another --out")
@@ -214,8 +209,22 @@ def _check_names(cfg: SearchConfig) -> None:
 
 
 def search(cfg: SearchConfig, *, resume: bool = False,
-           progress: Callable[[Progress], None] | None = None) -> SearchResult:
+           progress: Callable[[Progress], None] | None = None,
+           baseline_progress: Callable[[BaselineProgress], None] | None = None) -> SearchResult:
     """Run (or, with ``resume``, continue) a search; returns its results.
+
+    With ``resume``, ``cfg`` must compute what the run's saved configuration does (only the
+    fields of ``rundir.RESUME_MAY_CHANGE``, e.g. the budget, may differ; ``rundir.
+    resume_config`` makes such a ``cfg`` from the saved one). Without ``out``, a directory
+    that an earlier search of the same configuration left under ``runs/`` before any trial
+    finished (say, stopped while training its baseline) is continued, not made anew.
+
+    Args:
+        cfg: the search.
+        resume: continue the run in ``cfg.out``.
+        progress: called with a :class:`Progress` after every trial.
+        baseline_progress: called while a baseline is trained first (no checkpoint): once
+            its first steps are timed, then after every epoch (else these are logged).
 
     Raises:
         UserError: bad input; nothing of an existing run is overwritten.
@@ -223,6 +232,10 @@ def search(cfg: SearchConfig, *, resume: bool = False,
             trials it was running are failed as interrupted, and ``resume`` goes on.
     """
     _check_names(cfg)
+    if not resume and (earlier := unstarted_run(cfg)) is not None:
+        log.warning("continuing %s, which the same search left before its first trial ended",
+                    earlier)
+        cfg, resume = dataclasses.replace(cfg, out=str(earlier)), True
     run = RunDir(cfg.out_dir())
     check_writable(run.path)
     with run.lock():
@@ -231,7 +244,7 @@ def search(cfg: SearchConfig, *, resume: bool = False,
         storage = open_storage(cfg.storage, heartbeat_s=cfg.heartbeat_s)  # before writing anything
         save_config(_saved(cfg), run.config)
         try:
-            _search_run(cfg, run, storage, progress)
+            _search_run(cfg, run, storage, progress, baseline_progress)
         except KeyboardInterrupt as err:
             raise record_interrupt(storage, cfg.study_name, run=run, budget=cfg.budget,
                                    runner=cfg.runner) from err
@@ -239,10 +252,12 @@ def search(cfg: SearchConfig, *, resume: bool = False,
 
 
 def _search_run(cfg: SearchConfig, run: RunDir, storage: Any,
-                progress: Callable[[Progress], None] | None) -> None:
+                progress: Callable[[Progress], None] | None,
+                baseline_progress: Callable[[BaselineProgress], None] | None) -> None:
     """The search in its run directory, once its configuration is saved."""
     model, data = load_baseline(dataclasses.replace(cfg.baseline_spec(progress=True),
-                                                    device=_device(cfg)))
+                                                    device=_device(cfg)),
+                                on_progress=baseline_progress)
     baseline = _baseline_record(cfg, run, model, data)
     if baseline.at_chance():
         log.warning(chance_warning(baseline))
