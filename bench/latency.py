@@ -99,6 +99,7 @@ def run_target(args: argparse.Namespace, name: str, batch: int, backend: str) ->
     errors = [abs(r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] for r in rows]
     return {
         "model": name, "batch": batch, "backend": backend, "threads": args.threads,
+        "repeats": args.repeats,
         "plans": len(plans), "table_entries_measured": lm.table.measured, "table_s": table_s,
         "measure_s": measure_s, "dense_ms": measured["dense"],
         "dense_deployed_ms": measured["dense_deployed"],
@@ -128,13 +129,14 @@ def report(args: argparse.Namespace) -> str:
         about = found[0]["target"]
         lines += [f"Hardware: {about['hardware']}; torch {about['torch']}, threads "
                   f"{found[0]['threads']}.", ""]
-    lines += ["| model | batch | backend | plans | Spearman rho | median abs err | p90 abs err | "
+    lines += ["| model | batch | backend | plans x rounds | Spearman rho | median abs err | p90 abs err | "
               "dense ms (predicted) | median speed-up | median FLOPs ratio | "
               "speed-up / FLOPs ratio | deploy speed-up (plans) | deploy speed-up (dense) |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in found:
         lines.append(
-            f"| {r['model']} | {r['batch']} | {r['backend']} | {r['plans']} | {r['spearman']:.3f} | "
+            f"| {r['model']} | {r['batch']} | {r['backend']} | {r['plans']} x {r.get('repeats', 11)} | "
+            f"{r['spearman']:.3f} | "
             f"{100 * r['median_rel_error']:.1f} % | {100 * r['p90_rel_error']:.1f} % | "
             f"{r['dense_ms']:.3f} ({r['dense_predicted_ms']:.3f}) | {r['median_speedup']:.2f}x | "
             f"{r['median_flops_ratio']:.2f}x | {r['median_speedup_per_flops_ratio']:.2f} | "
