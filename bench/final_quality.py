@@ -308,6 +308,15 @@ def report(args: argparse.Namespace) -> str:
                                 f"{data['settings']['final_epochs']} ep")
                 lines.append(f"| {arm} | {label} | {100 * m['test']:.2f} % | "
                              f"{m['params_ratio']:.2f}x | {m['flops_ratio']:.2f}x | {compute} |")
+        for arm, data in found.items():
+            if "compute_epochs" in data:
+                base = data["baseline"]
+                picked = {m["pick"] for m in data["models"]}
+                lines += ["", f"{arm}: baseline val {100 * base['val_accuracy']:.2f} %, test "
+                          f"{100 * base['test_accuracy']:.2f} %; {data['trials']} plans, front of "
+                          f"{data['front_size']}" + ("" if "within_1pp" in picked else
+                                                     "; no front trial within 1 pp of the "
+                                                     "baseline's validation accuracy")]
         if "tau" in found:
             tau = found["tau"]
             value = tau["kendall_tau_first_top"]
