@@ -202,15 +202,13 @@ class LatencyTable:
         # moved since it was first measured, so that the table stays one consistent scale.
         ref = next((k for k in (models or {}) if k in self.models), None) if todo else None
         if ref is not None:
-            x = torch.randn(t.batch, *input_shape, device=t.device)
-            calls[("ref", ref)] = compile_call(models[ref].to(t.device), x, t.backend, t.threads)  # type: ignore[index]
+            calls[("ref", ref)] = _model_call(models[ref], input_shape, t)  # type: ignore[index]
         for key, cand in todo.items():
             module = cand.module().to(t.device)
             x = cand.example(t.batch, t.device)
             calls[("layer", key)] = compile_call(module, x, t.backend, t.threads)
         for key, model in whole.items():
-            x = torch.randn(t.batch, *input_shape, device=t.device)
-            calls[("model", key)] = compile_call(model.to(t.device), x, t.backend, t.threads)
+            calls[("model", key)] = _model_call(model, input_shape, t)
         times = time_interleaved(calls, threads=t.threads, repeats=self.repeats)
         scale = self.models[ref] / times[("ref", ref)] if ref is not None else 1.0
         self.measured += len(todo)
@@ -315,8 +313,11 @@ class LatencyModel:
 def measure_models(models: Mapping[str, nn.Module], input_shape: Sequence[int], target: Target, *,
                    repeats: int = 15) -> dict[str, float]:
     """Whole models' median latency (ms) on ``target``, by the table's protocol, interleaved."""
-    calls = {}
-    for key, model in models.items():
-        x = torch.randn(target.batch, *input_shape, device=target.device)
-        calls[key] = compile_call(model.to(target.device), x, target.backend, target.threads)
+    calls = {key: _model_call(model, input_shape, target) for key, model in models.items()}
     return time_interleaved(calls, threads=target.threads, repeats=repeats)
+
+
+def _model_call(model: nn.Module, input_shape: Sequence[int], target: Target) -> Any:
+    """One forward pass of a whole model on ``target`` at its batch, as a no-argument call."""
+    x = torch.randn(target.batch, *input_shape, device=target.device)
+    return compile_call(model.to(target.device), x, target.backend, target.threads)
