@@ -1,30 +1,16 @@
 """autorank: per-layer low-rank decomposition search for trained CNNs.
 
-``import autorank`` is light: it loads torch and the decomposition code only; Ray and Optuna
-are imported by the search when it runs. The public names are those of ``__all__``; the
-submodules ``config``, ``data``, ``engine``, ``exporter``, ``models`` and ``sweep`` (the search)
-load on first use.
+``import autorank`` is light: it imports neither torch nor Ray. Every public name of ``__all__``
+and every submodule (``config``, ``data``, ``decompose``, ``engine``, ``exporter``, ``latency``,
+``metrics``, ``models``, ``rank``, ``sweep``, ``types``) loads on first use, so that the command
+line answers ``--help`` and ``models`` without importing torch.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .decompose import apply_plan, get_method, list_methods
-from .deploy import deploy
 from .errors import AutorankError, UserError
-from .inventory import inventory
-from .metrics import count_flops, count_params, measure_latency
-from .rank import evbmf_rank, musco_weaken, rank_from_ratio, vbmf_rank_for
-from .types import (
-    Baseline,
-    LayerChoice,
-    LayerInfo,
-    Plan,
-    TrialOutcome,
-    plan_from_json,
-    plan_to_json,
-)
 
 if TYPE_CHECKING:
     import os
@@ -32,13 +18,39 @@ if TYPE_CHECKING:
 
     from torch import nn
 
+    from ._deploy import deploy
+    from ._inventory import inventory
     from .bundle import Exported
     from .config import SearchConfig
+    from .decompose import apply_plan, get_method, list_methods
+    from .metrics import count_flops, count_params, measure_latency
+    from .rank import evbmf_rank, musco_weaken, rank_from_ratio, vbmf_rank_for
     from .sweep import Progress, SearchResult
+    from .types import (
+        Baseline,
+        LayerChoice,
+        LayerInfo,
+        Plan,
+        TrialOutcome,
+        plan_from_json,
+        plan_to_json,
+    )
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("config", "data", "engine", "exporter", "models", "sweep")
+_SUBMODULES = ("config", "data", "decompose", "engine", "exporter", "latency", "metrics",
+               "models", "rank", "sweep", "types")
+
+# Public name -> the module that defines it, imported on first use (PEP 562).
+_LAZY = {
+    "deploy": "_deploy", "inventory": "_inventory",
+    "apply_plan": "decompose", "get_method": "decompose", "list_methods": "decompose",
+    "count_flops": "metrics", "count_params": "metrics", "measure_latency": "metrics",
+    "evbmf_rank": "rank", "musco_weaken": "rank", "rank_from_ratio": "rank",
+    "vbmf_rank_for": "rank",
+    "Baseline": "types", "LayerChoice": "types", "LayerInfo": "types", "Plan": "types",
+    "TrialOutcome": "types", "plan_from_json": "types", "plan_to_json": "types",
+}
 
 
 def search(config: SearchConfig, *, resume: bool = False,
@@ -74,10 +86,13 @@ def load_exported(path: str | os.PathLike[str]) -> nn.Module:
 
 
 def __getattr__(name: str) -> object:
-    # Submodules load on first use: `import autorank` stays light and never imports Ray.
-    if name in _SUBMODULES:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value  # once loaded, a plain attribute
+        return value
+    if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -39,10 +39,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._deploy import deploy
 from ._io import atomic_write, check_out, staged, write_json
 from .data import DataBundle
 from .decompose import get_method, set_submodule
-from .deploy import deploy
 from .errors import UserError
 from .export_info import ExportInfo, describe
 from .metrics import count_params
@@ -351,7 +351,7 @@ def check_round_trip(model: nn.Module, folder: Path, x: torch.Tensor) -> None:
 
 
 def export_onnx(model: nn.Module, path: Path, x: torch.Tensor) -> float:
-    """Write ``model`` as ONNX (batch dimension dynamic), as deployed (:func:`autorank.deploy.deploy`:
+    """Write ``model`` as ONNX (batch dimension dynamic), as deployed (:func:`autorank.deploy`:
     BatchNorm folded, factors merged) where ``torch.fx`` can trace it, and check onnxruntime
     against ``model`` in torch.
 

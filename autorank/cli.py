@@ -47,7 +47,7 @@ def command(name: str, add_args: Callable[[argparse.ArgumentParser], None]) -> C
 @command("inventory", inventory_args)
 def _inventory(args: argparse.Namespace) -> int:
     """Print the compressible layers of a model with their cost and EVBMF ranks."""
-    from .inventory import inventory_table
+    from ._inventory import inventory_table
     from .models import get_model
 
     model = get_model(args.model, num_classes=args.num_classes,
@@ -58,10 +58,11 @@ def _inventory(args: argparse.Namespace) -> int:
 
 @command("models", lambda p: None)
 def _models(args: argparse.Namespace) -> int:
-    """List the registered models."""
-    from .models import list_models
+    """List the registered models and their families (without importing torch)."""
+    from ._catalog import MODELS
 
-    print("\n".join(list_models()))
+    for name, family in sorted(MODELS.items()):
+        print(f"{name:20s} {family}")
     return 0
 
 

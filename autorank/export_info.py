@@ -90,13 +90,13 @@ def _cost(model: nn.Module, input_shape: tuple[int, ...], latency_batch: int) ->
 
 def deployed_latency(model: nn.Module, baseline: nn.Module, input_shape: tuple[int, ...],
                      latency_batch: int) -> dict[str, Any]:
-    """Median latency (ms) of ``model`` and ``baseline`` as deployed (:func:`autorank.deploy.deploy`:
+    """Median latency (ms) of ``model`` and ``baseline`` as deployed (:func:`autorank.deploy`:
     BatchNorm folded, factors merged), the two interleaved by the latency table's protocol, at
     batch 1 and ``latency_batch``, in torch and, where installed, onnxruntime. A model that
     ``torch.fx`` cannot trace is timed as it is, and ``deploy_error`` says why."""
     import importlib.util
 
-    from .deploy import deploy
+    from ._deploy import deploy
     from .latency import Target, measure_models
 
     shape = (1, *input_shape)

@@ -168,7 +168,7 @@ def block_pruned(model: torch.nn.Module, ratio: float, method: str) -> torch.nn.
 
 def uniform_tucker2(model: torch.nn.Module, fraction: float) -> torch.nn.Module:
     rows = ar.inventory(model, (1, 3, 32, 32))
-    from autorank.inventory import eligible
+    from autorank._inventory import eligible
 
     plan = {}
     for row in eligible(rows, min_params=2000):

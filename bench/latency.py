@@ -11,7 +11,7 @@ and onnxruntime, ``--threads``):
 - ``measured``: the plan's model (``apply_plan(structure_only=True)``) timed by the table's
   own protocol, all plans and the dense model interleaved in one
   :func:`autorank.latency.measure_models` call;
-- ``deployed``: the same after :func:`autorank.deploy.deploy`, interleaved with it.
+- ``deployed``: the same after :func:`autorank.deploy`, interleaved with it.
 
 Reported per (model, batch, backend): Spearman's rho and the median / 90th percentile of
 |predicted - measured| / measured over the plans; the median measured speed-up against the
@@ -43,8 +43,8 @@ import optuna
 import torch
 
 import autorank as ar
+from autorank._deploy import deploy
 from autorank.config import load_space, space_from_dict
-from autorank.deploy import deploy
 from autorank.latency import LatencyModel, Target, measure_models
 from autorank.models import get_model
 from autorank.sweep.space import build_space

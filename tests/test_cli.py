@@ -101,3 +101,28 @@ def test_every_option_of_every_command_has_help() -> None:
     assert {"search", "train", "compress", "export", "report"} <= set(commands.choices)
     search_help = commands.choices["search"].format_help()
     assert "(default 30)" in search_help  # the baseline epochs trained when no --checkpoint
+
+
+def test_help_and_models_answer_without_torch() -> None:
+    # `--help` and `models` stay well under a second: they must not import torch (or Ray)
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom autorank.cli import main\ntry:\n    main(sys.argv[1:])\n"
+            "except SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules and 'ray' not in sys.modules, 'heavy import'\n")
+    for argv in (["models"], ["search", "--help"], ["--help"]):
+        done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+        assert done.returncode == 0, (argv, done.stderr)
+        assert "usage" in done.stdout or "resnet20" in done.stdout, argv
+    done = subprocess.run([sys.executable, "-m", "autorank", "models"], capture_output=True,
+                          text=True, check=True)
+    assert "resnet20" in done.stdout.split()
+
+
+def test_model_catalog_is_the_registry() -> None:
+    from autorank._catalog import MODELS
+    from autorank.models import get_model_spec, list_models
+
+    assert sorted(MODELS) == list_models()
+    assert {name: get_model_spec(name).family for name in list_models()} == MODELS

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import autorank as ar
-from autorank.deploy import deploy
+from autorank._deploy import deploy
 from autorank.models import get_model
 
 LAYER = "layer2.1.conv1"  # 3x3, 32 -> 32, at 16x16

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 import autorank as ar
-from autorank.inventory import inventory_frame
+from autorank._inventory import inventory_frame
 
 
 def test_flops_of_conv_and_linear_match_hand_formula() -> None:

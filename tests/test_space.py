@@ -96,7 +96,7 @@ def test_seeds_are_evbmf_tucker2_then_musco() -> None:
 def test_search_musco_seed_is_compress_musco_first_stage() -> None:
     """One rank rule: the search's MUSCO seed gives every layer the rank that
     ``autorank compress --strategy musco`` gives it in its first stage, for the same w."""
-    from autorank.inventory import eligible
+    from autorank._inventory import eligible
     from autorank.strategies import vbmf_plan
 
     net = Net()

@@ -8,8 +8,8 @@ from typing import Any
 
 from torch import nn
 
+from .._deploy import deploy
 from ..decompose import apply_plan
-from ..deploy import deploy
 from ..metrics import count_flops
 from ..types import Plan
 from .table import LatencyModel, Target, measure_models
@@ -21,7 +21,7 @@ def compare(model: nn.Module, plan: Plan, input_shape: Sequence[int], target: Ta
             cache_dir: str | Path | None = None, repeats: int = 15) -> dict[str, Any]:
     """Latency (ms) of ``model`` and of ``apply_plan(model, plan)`` on ``target``: predicted
     by the latency table, measured (all four models interleaved), and measured after
-    :func:`autorank.deploy.deploy`; with the FLOPs of both. ``input_shape`` is (C, H, W)."""
+    :func:`autorank.deploy`; with the FLOPs of both. ``input_shape`` is (C, H, W)."""
     lm = LatencyModel(model, input_shape, target, cache_dir)
     compressed = apply_plan(model, plan, input_shape=(1, *input_shape), structure_only=True)
     measured = measure_models({"dense": model, "compressed": compressed,

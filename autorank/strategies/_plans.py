@@ -10,9 +10,9 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import nn
 
+from .._inventory import eligible, inventory
 from ..decompose import apply_plan, get_method, set_submodule
 from ..decompose._base import ConvGeometry, conv_like, layer_bias, linear_like, weight_of
-from ..inventory import eligible, inventory
 from ..rank import musco_weaken, reference_rank, seed_rank
 from ..types import LayerChoice, LayerInfo, Plan
 from ._common import CompressConfig, Stage

@@ -15,8 +15,8 @@ from typing import Any
 
 from torch import nn
 
+from .._inventory import inventory
 from ..errors import UserError
-from ..inventory import inventory
 from ..metrics import count_flops, count_params
 from ._common import (
     Compressed,

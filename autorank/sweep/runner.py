@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._inventory import inventory
 from .._io import check_writable, crash_point, write_json
 from ..baseline import BaselineProgress, load_baseline
 from ..config import (
@@ -30,7 +31,6 @@ from ..config import (
 from ..data import DataBundle, list_datasets
 from ..engine import evaluate
 from ..errors import UserError
-from ..inventory import inventory
 from ..metrics import measure_cost
 from ..models import get_model_spec, load_checkpoint
 from ..runtime import resolve_device

@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._inventory import eligible
 from ..config import SpaceConfig
 from ..decompose import channel_consumers, get_method
 from ..errors import UserError
-from ..inventory import eligible
 from ..rank import musco_weaken, reference_rank, seed_rank
 from ..types import LayerChoice, LayerInfo, Plan
 
