@@ -1,14 +1,22 @@
-"""Shared fixtures: one CPU thread, small bundles, and the real-data directories from env vars."""
+"""Shared fixtures: one CPU thread, small bundles, the real-data directories from env vars, and
+a PostgreSQL server for the study tests (``$AUTORANK_TEST_POSTGRES_URL``, else a throw-away one
+started by ``.ci/postgres``; skipped without one, failed in CI)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
 from autorank.data import DataBundle, get_data
+
+POSTGRES = Path(__file__).resolve().parents[1] / ".ci" / "postgres"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -73,3 +81,28 @@ def tiny_run(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) ->
         mp.setenv("AUTORANK_INJECT_FAULT", "raise:1")
         search(cfg)
     return out
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL URL whose server accepts new databases' tables (a throw-away one)."""
+    url = os.environ.get("AUTORANK_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    folder = tempfile.mkdtemp(prefix="autorank-pg-")
+    started = subprocess.run(["bash", str(POSTGRES), "start", folder], capture_output=True,
+                             text=True, timeout=180)
+    if started.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        last = (started.stderr.strip().splitlines() or ["?"])[-1]
+        why = (f"no PostgreSQL server could be started ({last}); install postgresql or set "
+               "AUTORANK_TEST_POSTGRES_URL")
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+    try:
+        yield started.stdout.strip()
+    finally:
+        subprocess.run(["bash", str(POSTGRES), "stop", folder], capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -24,9 +24,6 @@ from typing import Any
 
 import pytest
 
-# the PostgreSQL server fixture of tests/test_study.py, imported rather than copied
-from test_study import postgres_url  # noqa: F401
-
 import autorank as ar
 from autorank.sweep import load_run, search
 
@@ -86,7 +83,7 @@ def _dashboard(storage_url: str, log: Path, *, timeout_s: float = 60) -> Iterato
 
 
 def test_dashboard_lists_the_study_and_its_trials_with_their_attributes(
-        tmp_path: Path, tiny_checkpoint: Path, postgres_url: str) -> None:  # noqa: F811
+        tmp_path: Path, tiny_checkpoint: Path, postgres_url: str) -> None:
     name, out = f"dashboard-{uuid.uuid4().hex[:8]}", tmp_path / "run"
     search(ar.config.make_config(
         space="tiny", budget=3, model="tiny_cnn", dataset="digits", checkpoint=str(tiny_checkpoint),

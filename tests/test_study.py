@@ -9,14 +9,10 @@ tests skip, except in CI (``CI=true``), where they fail.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -30,33 +26,6 @@ from autorank.errors import UserError
 from autorank.sweep import load_run, search
 from autorank.sweep.storage import hide_password, open_storage
 from autorank.sweep.study import Heartbeat, counts, fail_stale, is_interrupted, quiet_optuna
-
-SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "postgres"
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A PostgreSQL URL whose server accepts new databases' tables (a throw-away one)."""
-    url = os.environ.get("AUTORANK_TEST_POSTGRES_URL")
-    if url:
-        yield url
-        return
-    folder = tempfile.mkdtemp(prefix="autorank-pg-")
-    started = subprocess.run(["bash", str(SCRIPT), "start", folder], capture_output=True,
-                             text=True, timeout=180)
-    if started.returncode != 0:
-        shutil.rmtree(folder, ignore_errors=True)
-        last = (started.stderr.strip().splitlines() or ["?"])[-1]
-        why = (f"no PostgreSQL server could be started ({last}); install postgresql or set "
-               "AUTORANK_TEST_POSTGRES_URL")
-        if os.environ.get("CI") == "true":
-            pytest.fail(why)
-        pytest.skip(why)
-    try:
-        yield started.stdout.strip()
-    finally:
-        subprocess.run(["bash", str(SCRIPT), "stop", folder], capture_output=True, timeout=120)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def study_name() -> str:
