@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from ..types import plan_from_json
-from .report import FRONT_COLUMNS, chance_warning, rung_groups, smallest_within
+from .report import FRONT_COLUMNS, chance_warning, front_objective, rung_groups, smallest_within
 
 if TYPE_CHECKING:
     from .results import SearchResult
@@ -52,9 +52,12 @@ def _hover(frame: pd.DataFrame) -> list[str]:
             f"{r.params_ratio:.2f}x<br>{plan_text(str(r.plan))}" for r in frame.itertuples()]
 
 
-def pareto_figure(trials: pd.DataFrame, front: pd.DataFrame, baseline: Mapping[str, Any]) -> Any:
-    """Validation accuracy against params, FLOPs and latency: all trials, the front joined, the
-    baseline as a red star; hovering a point shows its trial number and plan."""
+def pareto_figure(trials: pd.DataFrame, front: pd.DataFrame, baseline: Mapping[str, Any], *,
+                  objective: str = "params") -> Any:
+    """Validation accuracy against params, FLOPs and latency: all trials, the front's points
+    (joined by a line only in the panel of the ``objective`` it is the front of: in the other
+    panels its points are not in cost order), the baseline as a red star; hovering a point
+    shows its trial number and plan."""
     go = _plotly()
     from plotly.subplots import make_subplots
 
@@ -74,7 +77,8 @@ def pareto_figure(trials: pd.DataFrame, front: pd.DataFrame, baseline: Mapping[s
                 hovertext=_hover(group), hoverinfo="text"), row=1, col=i)
         f = front.sort_values(col) if len(front) else front
         fig.add_trace(go.Scatter(
-            x=f[col], y=f["val_accuracy"], mode="lines+markers", name="Pareto front",
+            x=f[col], y=f["val_accuracy"], mode="lines+markers" if col == objective else "markers",
+            name="Pareto front",
             legendgroup="f", showlegend=first, marker={"color": "#1f77b4", "size": 9},
             hovertext=_hover(f), hoverinfo="text"), row=1, col=i)
         if baseline.get(col) is not None and baseline.get("val_accuracy") is not None:
@@ -164,7 +168,8 @@ def html_page(result: SearchResult) -> str:
     """The whole page as a string; plotly's JS is inlined once, so it opens offline."""
     front, trials, b = result.pareto(), result.trials, result.baseline
     title = f"autorank run {result.path.name}: {b.get('model', '')} on {b.get('dataset', '')}"
-    plots = pareto_figure(trials, front, b).to_html(full_html=False, include_plotlyjs=True)
+    plots = pareto_figure(trials, front, b, objective=front_objective(result.config.space)
+                          ).to_html(full_html=False, include_plotlyjs=True)
     heat = plan_heatmap(front).to_html(full_html=False, include_plotlyjs=False) if len(front) else ""
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
