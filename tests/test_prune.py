@@ -12,7 +12,7 @@ from torch import nn
 
 import autorank as ar
 from autorank.bundle import load_exported, write_bundle
-from autorank.decompose import prunable_layers
+from autorank.decompose import coupled_groups, prunable_layers
 from autorank.metrics import flops_by_layer
 from autorank.models import get_model, list_models
 
@@ -50,6 +50,77 @@ def test_residual_ties_and_the_classifier_are_not_pruned_alone() -> None:
         ar.apply_plan(model, {"layer1.0.conv2": ar.LayerChoice("prune", (8,))})
     rows = {r.name: r for r in ar.inventory(model, (1, 3, 32, 32))}
     assert "prune" in rows["layer1.0.conv1"].max_rank and "prune" not in rows["layer1.0.conv2"].max_rank
+    # the graph ties the 16-, 32- and 64-channel streams through the invisible padding: refused
+    assert coupled_groups(model, (1, 3, 32, 32)) == []
+
+
+STAGE2 = ("layer2.0.conv2", "layer2.0.downsample.0", "layer2.1.conv2")
+
+
+def test_resnet18_exposes_its_residual_groups() -> None:
+    groups = coupled_groups(get_model("resnet18"), (1, 3, 32, 32))
+    assert [(g.name, g.channels) for g in groups] == [
+        ("res:conv1", 64), ("res:layer2.0.conv2", 128), ("res:layer3.0.conv2", 256),
+        ("res:layer4.0.conv2", 512)]
+    assert groups[0].members == ("conv1", "layer1.0.conv2", "layer1.1.conv2")
+    assert groups[0].consumers == ("layer1.0.conv1", "layer1.1.conv1", "layer2.0.conv1",
+                                   "layer2.0.downsample.0")
+    assert groups[1].members == STAGE2
+    assert groups[3].members == ("layer4.0.conv2", "layer4.0.downsample.0", "layer4.1.conv2")
+    assert groups[3].consumers == ("layer4.1.conv1", "fc")  # the classifier's inputs, not outputs
+
+
+def test_a_residual_group_is_pruned_once_and_consistently() -> None:
+    model = get_model("resnet18").eval()
+    with torch.no_grad():  # channel 5 tops the summed L1 norm, channel 7 is dead everywhere
+        model.get_submodule("layer2.1.conv2").weight[5] *= 100.0
+        for name in STAGE2:
+            model.get_submodule(name).weight[7] = 0.0
+    norms = sum(model.get_submodule(n).weight.detach().abs().flatten(1).sum(1) for n in STAGE2)
+    kept = sorted(sorted(range(128), key=lambda i: -float(norms[i]))[:64])
+    assert 5 in kept and 7 not in kept
+    pruned = ar.apply_plan(model, {n: ar.LayerChoice("prune", (64,)) for n in STAGE2}).eval()
+    with torch.inference_mode():
+        assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    for name in STAGE2:
+        assert pruned.get_submodule(name).out_channels == 64
+        assert torch.equal(pruned.get_submodule(name).weight, model.get_submodule(name).weight[kept])
+    for name in ("layer2.0.bn2", "layer2.0.downsample.1", "layer2.1.bn2"):
+        assert pruned.get_submodule(name).num_features == 64
+    for name in ("layer2.1.conv1", "layer3.0.conv1", "layer3.0.downsample.0"):
+        assert pruned.get_submodule(name).in_channels == 64
+    filters = 128 * 9 + 64 + 128 * 9  # one output channel of each member
+    inputs = 128 * 9 + 256 * 9 + 256  # one input channel of each consumer
+    assert ar.count_params(model) - ar.count_params(pruned) == 64 * (filters + 3 * 2 + inputs)
+
+
+@pytest.mark.parametrize("plan", [
+    {"layer2.1.conv2": 64},  # one member alone
+    {"layer2.0.conv2": 32, "layer2.0.downsample.0": 64, "layer2.1.conv2": 64},  # disagreeing
+])
+def test_a_residual_group_pruned_in_part_names_the_group(plan: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match=r"coupled group 'res:layer2.0.conv2' \(layer2.0.conv2, "
+                                         r"layer2.0.downsample.0, layer2.1.conv2\)"):
+        ar.apply_plan(get_model("resnet18"), {n: ar.LayerChoice("prune", (k,)) for n, k in plan.items()})
+
+
+def test_a_group_pruned_resnet18_round_trips_through_export(tmp_path: Path) -> None:
+    model = get_model("resnet18").eval()
+    # groups first, then the layer pruned alone, then the factorization on the pruned shapes
+    plan = {"conv1": ar.LayerChoice("prune", (32,)), "layer1.0.conv2": ar.LayerChoice("prune", (32,)),
+            "layer1.1.conv2": ar.LayerChoice("tucker2", (8, 16), prune=32),
+            "layer2.0.conv1": ar.LayerChoice("prune", (48,)),
+            "layer2.0.conv2": ar.LayerChoice("tucker2", (16, 32), prune=64),
+            "layer2.0.downsample.0": ar.LayerChoice("prune", (64,)),
+            "layer2.1.conv2": ar.LayerChoice("prune", (64,))}
+    compressed = ar.apply_plan(model, plan).eval()
+    assert compressed.get_submodule("layer2.0.conv2")[0].in_channels == 48
+    assert compressed.get_submodule("layer1.1.conv2")[-1].out_channels == 32
+    write_bundle(compressed, plan, tmp_path, {"model_name": "resnet18", "num_classes": 10,
+                                              "input_shape": [3, 32, 32]})
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        assert torch.equal(load_exported(tmp_path)(x), compressed(x))
 
 
 def test_pruning_is_exact_counts_and_leaves_the_model_alone() -> None:

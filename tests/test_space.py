@@ -168,3 +168,35 @@ def test_same_seed_same_plans() -> None:
 
     assert plans(3) == plans(3)
     assert plans(3) != plans(4)
+
+
+def test_a_residual_group_is_one_key_of_the_space() -> None:
+    from autorank._inventory import _layer_info
+    from autorank.decompose import prunable_layers
+    from autorank.models import get_model
+
+    model = get_model("resnet18").eval()
+    alone = prunable_layers(model, (1, 3, 32, 32))
+    names = ["layer1.0.conv1", "layer1.0.conv2", "layer2.0.conv1", "layer2.0.conv2", "layer2.1.conv2"]
+    rows = [_layer_info(n, model.get_submodule(n), 0, ["tucker2", "svd"] + ["prune"] * (n in alone))
+            for n in names]  # a few rows: the whole inventory's CP seeds take a minute
+    space = build_space(model, rows, space_from_dict({"exclude_first_conv": False}))
+    keys = space.keys()
+    assert [k for k in keys if k.startswith("res:")] == [
+        "res:conv1", "res:layer2.0.conv2", "res:layer3.0.conv2", "res:layer4.0.conv2"]
+    assert keys["res:layer2.0.conv2"] == ("keep", "prune")
+    assert keys["layer2.0.conv2"] == ("tucker2", "svd", "keep")  # a member keeps its factorizations
+    assert all(space.plan(seed).get("layer2.1.conv2") is None for seed in space.seeds()[2:])
+    params = {**space.seed_params(1.0), "method.layer2.1.conv2": "keep",
+              "method.res:layer2.0.conv2": "prune", "w": 0.0, "scale.res:layer2.0.conv2": -1.0}
+    trial = optuna.trial.FixedTrial(params)
+    space.suggest(trial)  # the parameters a sampler draws
+    plan = space.plan(trial.params)
+    assert plan["layer2.0.downsample.0"] == plan["layer2.1.conv2"] == ar.LayerChoice("prune", (64,))
+    tucker = plan["layer2.0.conv2"]  # pruned, then factorized within its 64 outputs
+    assert tucker.method == "tucker2" and tucker.prune == 64 and tucker.rank[1] <= 64
+    compressed = ar.apply_plan(model, plan).eval()
+    with torch.inference_mode():
+        assert compressed(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert compressed.get_submodule("layer2.0.conv2")[-1].out_channels == 64
+    assert compressed.get_submodule("layer2.1.conv1").in_channels == 64

@@ -17,16 +17,18 @@ from . import cp, keep, prune, spatial_svd, svd, tt, tucker2  # noqa: F401  (reg
 from ._base import ConvGeometry, FactorCache, Method, Rank
 from ._registry import get_method, list_methods, register_method
 from .cp import DegenerateDecompositionError
-from .prune import channel_consumers, prunable_layers, prune_layers
+from .prune import CoupledGroup, channel_consumers, coupled_groups, prunable_layers, prune_layers
 
 __all__ = [
     "ConvGeometry",
+    "CoupledGroup",
     "DegenerateDecompositionError",
     "FactorCache",
     "Method",
     "Rank",
     "apply_plan",
     "channel_consumers",
+    "coupled_groups",
     "get_method",
     "list_methods",
     "prunable_layers",
@@ -82,15 +84,18 @@ def apply_plan(model: nn.Module, plan: Mapping[str, LayerChoice], *,
     The order of operations: first every pruned layer (``prune``, or a factorization with
     ``prune`` set) loses its least important output channels (``importance``: ``l1`` or ``l2``
     filter norm, or ``group`` norm: see :mod:`autorank.decompose.prune`), and every layer
-    coupled to them shrinks with it (Torch-Pruning's dependency graph, traced at ``input_shape``); then
-    each factorized layer, as pruned, is replaced by its factorization. ``model`` is left
+    coupled to them shrinks with it (Torch-Pruning's dependency graph, traced at ``input_shape``):
+    the coupled groups (:func:`coupled_groups`: layers whose outputs a residual sum ties, all
+    pruned to one count) once each, then the layers pruned alone. Then each factorized layer,
+    as pruned, is replaced by its factorization. ``model`` is left
     untouched; layers not named are kept. Factors are cached per method by the layer's weight
     content, so plans over the same baseline reuse them. ``structure_only``: the factors' weights
     are arbitrary (:meth:`Method.skeleton`: no CP-ALS or TT to run), a model to time, not to use.
 
     Raises:
         ValueError: see :func:`validate_plan`; also a layer whose channels cannot be pruned alone,
-            or a decomposition that fails (e.g. a degenerate CP), with the layer's name.
+            a coupled group pruned in part or to different counts (the group named), or a
+            decomposition that fails (e.g. a degenerate CP), with the layer's name.
     """
     validate_plan(model, plan)
     out = copy.deepcopy(model)

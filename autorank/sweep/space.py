@@ -9,23 +9,31 @@ contiguous depth group of layers (a handful of parameters instead of two per lay
 ~50 trials can learn that, say, the last stage takes the compression and the first is kept).
 Parameter names are stable across trials: ``w``, ``method.<key>``, ``scale.<key>`` where the
 key is the layer's dotted name, or ``g0``, ``g1``, ... for groups.
+
+With ``prune`` among the methods, each coupled group (layers whose output channels a residual
+sum ties, :func:`autorank.decompose.coupled_groups`, named ``res:<first member>``) is one more
+key, ``keep`` or ``prune``: pruned, every member keeps the same ``k`` channels (``prune``
+alone for a member whose own key is ``keep`` or that is not searched, such as the stem;
+before its factorization otherwise, whose ranks are clipped to the narrower layer). A group
+is offered unless one of its members matches ``exclude``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from .._inventory import eligible
 from ..config import SpaceConfig
-from ..decompose import channel_consumers, get_method
+from ..decompose import CoupledGroup, channel_consumers, coupled_groups, get_method
 from ..errors import UserError
 from ..rank import musco_weaken, reference_rank, seed_rank
 from ..types import LayerChoice, LayerInfo, Plan
@@ -45,9 +53,12 @@ class LayerSpace:
     weight_shape: tuple[int, ...] = ()
     fed_by: tuple[str, ...] = ()  # searched layers whose pruning shrinks this one's inputs
 
-    def max_rank_within(self, method: str, in_channels: int) -> tuple[int, ...]:
-        """``method``'s exact rank of this layer once its inputs are cut to ``in_channels``."""
-        out, _, *kernel = self.weight_shape
+    def max_rank_within(self, method: str, in_channels: int,
+                        out_channels: int | None = None) -> tuple[int, ...]:
+        """``method``'s exact rank of this layer once its inputs are cut to ``in_channels``
+        (and its outputs to ``out_channels``)."""
+        full, _, *kernel = self.weight_shape
+        out = full if out_channels is None else out_channels
         with torch.device("meta"):  # shapes only
             layer: nn.Module = (nn.Linear(in_channels, out) if not kernel
                                 else nn.Conv2d(in_channels, out, (kernel[0], kernel[1])))
@@ -63,11 +74,28 @@ class LayerSpace:
 
 
 @dataclass(frozen=True)
+class CoupledSpace:
+    """One coupled group, one key: ``keep``, or ``prune`` every member to the same ``k``, MUSCO's
+    weakened rank between ``seed`` (the largest EVBMF seed of a member's ``prune``) and every
+    channel."""
+
+    group: CoupledGroup
+    seed: tuple[int, ...]
+
+    methods: ClassVar[tuple[str, ...]] = ("keep", "prune")
+
+    def kept(self, w: float, scale_log2: float) -> int:
+        """The channels every member keeps at strength ``w`` and log2 offset ``scale_log2``."""
+        return musco_weaken((self.group.channels,), self.seed, w, scale=2.0 ** scale_log2)[0]
+
+
+@dataclass(frozen=True)
 class SearchSpace:
     """The eligible layers and the space's settings; :meth:`suggest` is the define-by-run part."""
 
     layers: tuple[LayerSpace, ...]
     config: SpaceConfig
+    coupled: tuple[CoupledSpace, ...] = ()  # residual groups, each one key (see the module doc)
 
     def suggest(self, trial: Any) -> None:
         """Draw every parameter from an Optuna trial; pure (no computation beyond the draws).
@@ -87,7 +115,7 @@ class SearchSpace:
         for layer in self.layers:
             known = out.get(layer.key, ())
             out[layer.key] = known + tuple(m for m in layer.methods if m not in known)
-        return out
+        return out | {c.group.name: c.methods for c in self.coupled}
 
     def plan(self, params: Mapping[str, Any]) -> Plan:
         """The plan a parameter set stands for (layers whose method is ``keep`` are left out)."""
@@ -100,15 +128,28 @@ class SearchSpace:
             scale = 2.0 ** float(params.get(f"scale.{layer.key}", 0.0))
             plan[layer.name] = LayerChoice(method, musco_weaken(
                 layer.reference[method], layer.seed[method], w, scale=scale))
-        # a layer whose inputs are pruned cannot keep a rank above its narrower exact rank
-        kept = {n: c.rank[0] for n, c in plan.items() if c.method == "prune"}
+        for coupled in self.coupled:
+            if params.get(f"method.{coupled.group.name}") != "prune":
+                continue
+            k = coupled.kept(w, float(params.get(f"scale.{coupled.group.name}", 0.0)))
+            for member in coupled.group.members:
+                choice = plan.get(member)
+                plan[member] = (LayerChoice("prune", (k,)) if choice is None
+                                else LayerChoice(choice.method, choice.rank, prune=k))
+        return self._clipped(plan)
+
+    def _clipped(self, plan: Plan) -> Plan:
+        """``plan`` with no rank above its layer's exact rank once pruning narrowed the layer
+        (its own outputs, or the inputs a pruned layer feeds it)."""
+        kept = {n: k for n, c in plan.items() if (k := c.kept_channels) is not None}
         for layer in self.layers:
             choice = plan.get(layer.name)
             narrower = [kept[p] for p in layer.fed_by if p in kept]
-            if choice is None or choice.method == "prune" or not narrower:
+            if choice is None or choice.method == "prune" or not (narrower or choice.prune):
                 continue
-            top = layer.max_rank_within(choice.method, min(narrower))
-            plan[layer.name] = LayerChoice(choice.method, tuple(
+            top = layer.max_rank_within(choice.method, min(narrower, default=layer.weight_shape[1]),
+                                        choice.prune)
+            plan[layer.name] = dataclasses.replace(choice, rank=tuple(
                 min(r, t) for r, t in zip(choice.rank, top, strict=True)))
         return plan
 
@@ -116,7 +157,7 @@ class SearchSpace:
                     fallback: str | None = None) -> dict[str, Any]:
         """Parameters of the classic recipes: every layer ``method`` at ``w`` and log2 offset
         ``scale``; a key that does not offer it takes ``fallback`` (when offered) or its
-        first layer's default."""
+        first layer's default. Coupled groups are kept: the recipes prune inside the blocks."""
         params: dict[str, Any] = {"w": w}
         offered = self.keys()
         for layer in self.layers:  # a key's first layer decides its fallback
@@ -124,12 +165,16 @@ class SearchSpace:
                 other = fallback if fallback in offered[layer.key] else layer.default_method
                 params[f"method.{layer.key}"] = method if method in offered[layer.key] else other
                 params[f"scale.{layer.key}"] = scale
+        for coupled in self.coupled:
+            params[f"method.{coupled.group.name}"] = "keep"
+            params[f"scale.{coupled.group.name}"] = 0.0
         return params
 
     def seeds(self) -> list[dict[str, Any]]:
         """Enqueued first: Tucker-2 at EVBMF ranks (Kim et al. 2016), then MUSCO-weakened; with
         ``prune`` in the space, uniform L1 pruning of 30 % and 50 % of the channels inside the
-        blocks (Li et al. 2017; ``w = 0`` is every channel, the offset scales it).
+        blocks (Li et al. 2017; ``w = 0`` is every channel, the offset scales it; the channels
+        residual sums tie are kept).
 
         The seeds keep their own ``w`` and offsets even outside the preset's ranges: they are
         the published recipes, measured as they are (Optuna takes an enqueued value as given).
@@ -169,15 +214,24 @@ def build_space(model: nn.Module, rows: Sequence[LayerInfo], cfg: SpaceConfig, *
                       exclude_classifier=cfg.exclude_classifier, min_params=cfg.min_params,
                       exclude=cfg.exclude)
     consumers = channel_consumers(model, input_shape) if "prune" in cfg.methods else {}
-    searched = {r.name for r in chosen}
-    fed_by = {r.name: tuple(p for p in sorted(consumers) if p in searched and r.name in consumers[p])
-              for r in chosen}
+    fed_by = {r.name: tuple(p for p in sorted(consumers) if r.name in consumers[p]) for r in chosen}
     layers = [s for r in chosen if (s := _layer_space(model, r, cfg, fed_by[r.name])) is not None]
     if not layers:
         raise UserError(
             f"no compressible layer: {len(rows)} conv/linear layers, none eligible under methods "
             f"{list(cfg.methods)}, min_params={cfg.min_params} and the exclusions")
-    return SearchSpace(tuple(_assign_keys(layers, cfg.groups)), cfg)
+    coupled = _coupled_spaces(model, input_shape, cfg) if "prune" in cfg.methods else ()
+    return SearchSpace(tuple(_assign_keys(layers, cfg.groups)), cfg, coupled)
+
+
+def _coupled_spaces(model: nn.Module, input_shape: Sequence[int],
+                    cfg: SpaceConfig) -> tuple[CoupledSpace, ...]:
+    """The coupled groups of ``model`` none of whose members ``cfg`` excludes by name."""
+    return tuple(
+        CoupledSpace(group, (max(seed_rank("prune", model.get_submodule(m))[0]
+                                 for m in group.members),))
+        for group in coupled_groups(model, input_shape)
+        if not any(fnmatch.fnmatchcase(m, g) for m in group.members for g in cfg.exclude))
 
 
 def _assign_keys(layers: Sequence[LayerSpace], groups: int) -> list[LayerSpace]:
