@@ -22,6 +22,27 @@ def model_args(p: argparse.ArgumentParser) -> None:
                    help="square input side in pixels (default 32)")
 
 
+def data_size_args(p: argparse.ArgumentParser) -> None:
+    """``--input-size`` and ``--num-classes`` of a command with a data set (default: its own)."""
+    p.add_argument("--input-size", type=int, default=None,
+                   help="square image side: the model is built for it and the images are "
+                        "resized to it (default: the data set's own, 32 for CIFAR and image "
+                        "folders); torchvision models keep their ImageNet stem above 64, so "
+                        "ImageNet checkpoints want 224")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classes of the model; must be the data set's (default: the data set's)")
+
+
+def transfer_args(p: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The epochs of a transfer (a checkpoint for other classes); ``defaults``: 2 and 8, else
+    None (a search tells the flags given from those left out)."""
+    p.add_argument("--transfer-head-epochs", type=int, default=2 if defaults else None,
+                   help="a checkpoint whose classifier is for other classes gets a new one, "
+                        "trained this many epochs alone first (default 2)")
+    p.add_argument("--transfer-epochs", type=int, default=8 if defaults else None,
+                   help="... then this many epochs with all layers (default 8)")
+
+
 def inventory_args(p: argparse.ArgumentParser) -> None:
     model_args(p)
     p.add_argument("--format", choices=["table", "csv", "json"], default="table",
@@ -62,7 +83,8 @@ def _search_run_args(p: argparse.ArgumentParser) -> None:
 # defaults to None, so that a flag given can be told from one left out (--resume keeps those).
 SEARCH_FLAGS = ("model", "dataset", "data_dir", "download", "checkpoint", "space", "objectives",
                 "seed", "finetune_steps", "min_steps", "max_steps", "eta", "val_source",
-                "baseline_epochs", "budget", "parallel", "cpus_per_trial", "gpus_per_trial",
+                "baseline_epochs", "input_size", "num_classes", "transfer_head_epochs",
+                "transfer_epochs", "budget", "parallel", "cpus_per_trial", "gpus_per_trial",
                 "address", "storage", "storage_path", "study_name", "heartbeat_s", "out",
                 "runner", "device")
 
@@ -107,6 +129,8 @@ def search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baseline-epochs", type=int, default=None,
                    help="epochs of the baseline trained first when no --checkpoint is given "
                         "(default 30)")
+    data_size_args(p)
+    transfer_args(p, defaults=False)
     _search_run_args(p)
 
 
@@ -144,6 +168,7 @@ def train_args(p: argparse.ArgumentParser) -> None:
                    help="initial learning rate of the cosine schedule (default 0.1)")
     p.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    data_size_args(p)
 
 
 def _musco_args(p: argparse.ArgumentParser) -> None:
@@ -176,7 +201,12 @@ def _admm_args(p: argparse.ArgumentParser) -> None:
 
 
 def compress_args(p: argparse.ArgumentParser) -> None:
-    model_args(p)
+    p.add_argument("--model", required=True, help="a registered model name (see `autorank models`)")
+    p.add_argument("--checkpoint", default=None,
+                   help="trained baseline; without it one is trained first (--baseline-epochs) "
+                        "and cached")
+    data_size_args(p)
+    transfer_args(p, defaults=True)
     p.add_argument("--dataset", default="cifar10", help=f"{_DATASETS} (default cifar10)")
     p.add_argument("--data-dir", default=None, help="where data sets live ($AUTORANK_DATA_DIR)")
     p.add_argument("--strategy", required=True, help="vbmf-tucker2, musco or admm")

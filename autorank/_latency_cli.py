@@ -49,8 +49,9 @@ def _model_and_plan(args: argparse.Namespace) -> tuple[Any, Any, int]:
             raise UserError(f"run {args.run!r} has no trial {args.trial}; see trials.csv there")
         cfg = result.config
         classes = result.baseline.num_classes or args.num_classes
-        model = get_model(cfg.model, num_classes=classes, input_size=cfg.input_size)
-        return model, plan_from_json(str(rows.iloc[0]["plan"])), cfg.input_size
+        side = cfg.input_size or 32  # a run saves the size it resolved
+        model = get_model(cfg.model, num_classes=classes, input_size=side)
+        return model, plan_from_json(str(rows.iloc[0]["plan"])), side
     if args.model is None:
         raise UserError("--plan needs --model: the model the plan was made for")
     plan, stages = read_plan_file(args.plan)

@@ -1,5 +1,6 @@
-"""The dense model a search or a strategy starts from, and the data split it is judged on;
-training one from scratch when there is no checkpoint, with an on-disk cache."""
+"""The dense model a search or a strategy starts from, and the data split it is judged on:
+a checkpoint (given a new head and a transfer fine-tune when it is for other classes), or one
+trained from scratch when there is none; both cached on disk."""
 
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ import json
 import logging
 import math
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,34 +17,34 @@ import torch
 from torch import nn
 
 from . import _env
-from ._io import crash_point
+from ._epochs import (
+    BaselineProgress,
+    EpochSaver,
+    ProgressCallback,
+    Reporter,
+    save_atomic,
+    say,
+)
+from ._transfer import BATCH_SIZE, HEAD_LR, TRANSFER_LR, train_transfer
 from .data import DataBundle, get_data
 from .engine import evaluate, finetune, resolve_device
 from .errors import UserError
-from .models import get_model, get_model_spec
+from .models import (
+    CheckpointFit,
+    check_checkpoint,
+    check_input_shape,
+    get_model,
+    get_model_spec,
+    load_checkpoint,
+    load_weights,
+)
+
+__all__ = ["BaselineProgress", "BaselineSpec", "LoadedBaseline", "PreparedBaseline",
+           "ProgressCallback", "baseline_path", "data_fingerprint", "finish_baseline",
+           "load_baseline", "prepare_baseline", "resolve_val_source", "train_baseline",
+           "transfer_baseline"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class BaselineProgress:
-    """Where the training of a baseline stands: reported once its first few steps are timed
-    (``loss`` None: the start, with the estimate), then after every epoch."""
-
-    model: str
-    dataset: str
-    device: str
-    epochs: int
-    train_images: int
-    epoch: int  # epochs done
-    resumed_from: int  # epochs done before this process went on (0: a fresh start)
-    elapsed_s: float  # since this process began
-    eta_s: float  # estimated time left (at the start: of all this process will train)
-    loss: float | None = None  # the epoch's mean training loss
-    val_accuracy: float | None = None  # after the epoch, on the validation split
-
-
-ProgressCallback = Callable[[BaselineProgress], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +58,21 @@ class BaselineSpec:
     val_source: str = "auto"  # auto: half the test set for a checkpoint, else from train
     seed: int = 0
     baseline_epochs: int = 30
-    input_size: int = 32
+    input_size: int | None = None  # None: the data set's own image side (image folders: 32)
     device: str = "cpu"
     val_size: int | float | None = None  # None: the data set's default
     download: bool = False  # let torchvision fetch CIFAR when it is not found
     progress: bool = False  # show the baseline training's progress bar
+    num_classes: int | None = None  # None: the data set's; given, it must be the data set's
+    # A checkpoint for other classes gets a new head, trained this many epochs alone, then
+    # transfer_epochs with all layers (the usual transfer fine-tune, e.g. Kornblith et al. 2019)
+    transfer_head_epochs: int = 2
+    transfer_epochs: int = 8
+
+    def __post_init__(self) -> None:
+        if self.transfer_head_epochs < 0 or self.transfer_epochs < 0 or not (
+                self.transfer_head_epochs or self.transfer_epochs):
+            raise UserError("--transfer-head-epochs and --transfer-epochs must be >= 0, not both 0")
 
 
 def resolve_val_source(val_source: str, checkpoint: str | None) -> str:
@@ -74,36 +83,132 @@ def resolve_val_source(val_source: str, checkpoint: str | None) -> str:
     return "test" if checkpoint else "train"
 
 
-def load_baseline(spec: BaselineSpec, *, on_progress: ProgressCallback | None = None,
-                  ) -> tuple[nn.Module, DataBundle]:
-    """The trained dense model (in eval mode) and its data.
+@dataclasses.dataclass(frozen=True)
+class PreparedBaseline:
+    """A baseline checked before anything is trained or written: its data loaded, its model
+    built (weights not loaded yet), its checkpoint read and found to fit.
 
-    Images the model cannot take are refused before a baseline is trained. A baseline trained
-    here reports its progress to ``on_progress`` (see :func:`train_baseline`).
+    Args:
+        spec: the spec, its ``input_size`` resolved.
+        model: the model for the data's classes and the input size, randomly initialised.
+        data: the images.
+        state: the checkpoint's tensors, or None (a baseline is trained from scratch).
+        fit: how the checkpoint fits: its classifier's name and classes.
+    """
+
+    spec: BaselineSpec
+    model: nn.Module
+    data: DataBundle
+    state: dict[str, torch.Tensor] | None = None
+    fit: CheckpointFit | None = None
+
+    @property
+    def input_size(self) -> int:
+        assert self.spec.input_size is not None
+        return self.spec.input_size
+
+    @property
+    def transfers(self) -> bool:
+        """Whether the checkpoint's classifier is for other classes (a transfer comes first)."""
+        return self.fit is not None and self.fit.classes != self.data.num_classes
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedBaseline:
+    """The trained dense model (eval mode), its data, and its transfer's record (None when
+    the checkpoint fitted the classes, or none was given)."""
+
+    model: nn.Module
+    data: DataBundle
+    transfer: dict[str, Any] | None = None
+
+
+def prepare_baseline(spec: BaselineSpec, *,
+                     on_progress: ProgressCallback | None = None) -> PreparedBaseline:
+    """Load the data, build the model and check the checkpoint, training nothing: what can be
+    refused is refused here (a search writes its run directory after this).
+
+    The images are brought to ``spec.input_size`` (said through ``on_progress`` when resized).
 
     Raises:
-        UserError: unknown model or data set, missing data, images the model cannot take, a
-            checkpoint that does not fit.
+        UserError: unknown model or data set, missing data, ``num_classes`` other than the
+            data's, images the model cannot take, a checkpoint that does not fit (a stem of
+            the other input-size form is named with the ``--input-size`` that fits it).
     """
-    from .models import check_input_shape, load_checkpoint, load_weights
-
     model_spec = get_model_spec(spec.model)
-    data_dir = spec.data_dir or _env.data_dir()
-    data = get_data(spec.dataset, data_dir=data_dir,
+    state = load_checkpoint(spec.checkpoint) if spec.checkpoint is not None else None
+    source = f"checkpoint {spec.checkpoint!r}"
+    fit = None if state is None or spec.input_size is None else check_checkpoint(
+        spec.model, state, input_size=spec.input_size, source=source)  # before any resize
+    data = get_data(spec.dataset, data_dir=spec.data_dir or _env.data_dir(),
                     val_source=resolve_val_source(spec.val_source, spec.checkpoint),
                     val_size=spec.val_size, seed=spec.seed, mean=model_spec.mean,
-                    std=model_spec.std, download=spec.download)
-    model = get_model(spec.model, num_classes=data.num_classes, input_size=spec.input_size)
+                    std=model_spec.std, download=spec.download, image_size=spec.input_size)
+    _check_classes(spec.num_classes, data)
+    size = spec.input_size or max(data.image_size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)  # the new head of a transfer
+        model = get_model(spec.model, num_classes=data.num_classes, input_size=size)
+    if state is not None and fit is None:
+        fit = check_checkpoint(spec.model, state, input_size=size, source=source)
     check_input_shape(model, data.input_shape, name=f"model {spec.model!r}")
-    checkpoint = spec.checkpoint
-    if checkpoint is None:
+    if data.resized:  # said once nothing was refused: an error stays one line
+        say(on_progress, f"{spec.dataset}: {data.resized}; --input-size sets the size")
+    return PreparedBaseline(dataclasses.replace(spec, input_size=size), model, data, state, fit)
+
+
+def _check_classes(num_classes: int | None, data: DataBundle) -> None:
+    if num_classes is not None and num_classes != data.num_classes:
+        names = ", ".join(data.class_names[:5]) + (", ..." if data.num_classes > 5 else "")
+        raise UserError(f"--num-classes {num_classes} disagrees with {data.name}, whose labels "
+                        f"are {data.num_classes} classes ({names}); leave --num-classes out or "
+                        f"give {data.num_classes}")
+
+
+def finish_baseline(prepared: PreparedBaseline, *,
+                    on_progress: ProgressCallback | None = None) -> LoadedBaseline:
+    """The prepared baseline trained: the checkpoint loaded, after a transfer fine-tune when
+    it is for other classes (:func:`transfer_baseline`), or a baseline trained from scratch
+    when there is no checkpoint (:func:`train_baseline`); either cached."""
+    spec, model, data = prepared.spec, prepared.model, prepared.data
+    transfer = None
+    if prepared.state is None:
         log.info("no checkpoint: training a %s baseline for %d epochs (cached)", spec.model,
                  spec.baseline_epochs)
-        checkpoint = str(train_baseline(spec.model, spec.dataset, epochs=spec.baseline_epochs,
-                                        seed=spec.seed, data_dir=data_dir, device=spec.device,
-                                        progress=spec.progress, on_progress=on_progress))
-    load_weights(model, load_checkpoint(checkpoint), source=checkpoint)
-    return model.eval(), data
+        path = str(train_baseline(
+            spec.model, spec.dataset, epochs=spec.baseline_epochs, seed=spec.seed,
+            data_dir=spec.data_dir or _env.data_dir(), device=spec.device,
+            progress=spec.progress, input_size=prepared.input_size,
+            on_progress=None if on_progress is None else _no_lines(on_progress)))
+        state, source = load_checkpoint(path), path
+    elif prepared.transfers:
+        state, transfer = transfer_baseline(prepared, on_progress=on_progress)
+        source = f"the transfer of {spec.checkpoint}"
+    else:
+        state, source = prepared.state, str(spec.checkpoint)
+    load_weights(model, state, source=source)
+    return LoadedBaseline(model.cpu().eval(), data, transfer)  # a transfer may have moved it
+
+
+def _no_lines(callback: ProgressCallback) -> ProgressCallback:
+    """``callback`` without the plain lines (said once already, by :func:`prepare_baseline`)."""
+    return lambda event: None if isinstance(event, str) else callback(event)
+
+
+def load_baseline(spec: BaselineSpec, *, on_progress: ProgressCallback | None = None,
+                  ) -> tuple[nn.Module, DataBundle]:
+    """The trained dense model (in eval mode) and its data: :func:`prepare_baseline`, then
+    :func:`finish_baseline`.
+
+    ``on_progress`` gets the plain lines (images resized) and the progress of a baseline
+    trained here or of a transfer (see :func:`train_baseline`).
+
+    Raises:
+        UserError: as :func:`prepare_baseline`.
+    """
+    loaded = finish_baseline(prepare_baseline(spec, on_progress=on_progress),
+                             on_progress=on_progress)
+    return loaded.model, loaded.data
 
 
 def _cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
@@ -126,21 +231,26 @@ def data_fingerprint(data: DataBundle) -> str:
 
 
 def _key(model_name: str, dataset: str, *, epochs: int, seed: int, lr: float, batch_size: int,
-         content: str) -> str:
-    return json.dumps([model_name, dataset, epochs, seed, lr, batch_size, content])
+         content: str, input_size: int = 32) -> str:
+    # the input size picks a torchvision model's stem; 32 (the default) keeps older keys
+    extra = [] if input_size == 32 else [input_size]
+    return json.dumps([model_name, dataset, epochs, seed, lr, batch_size, content, *extra])
 
 
 def baseline_path(
     model_name: str, dataset: str, *, epochs: int, seed: int, lr: float, batch_size: int,
-    cache_dir: str | os.PathLike[str] | None = None, content: str = "",
+    cache_dir: str | os.PathLike[str] | None = None, content: str = "", input_size: int = 32,
 ) -> Path:
     """Where :func:`train_baseline` caches a baseline: a readable name plus a hash of the key,
-    which holds the data's ``content`` (:func:`data_fingerprint`)."""
+    which holds the data's ``content`` (:func:`data_fingerprint`) and the input size."""
     key = _key(model_name, dataset, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
-               content=content)
+               content=content, input_size=input_size)
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
-    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset)[-40:]
-    return _cache_dir(cache_dir) / f"{model_name}-{slug}-e{epochs}-s{seed}-{digest}.pt"
+    return _cache_dir(cache_dir) / f"{model_name}-{_slug(dataset)}-e{epochs}-s{seed}-{digest}.pt"
+
+
+def _slug(dataset: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset)[-40:]
 
 
 def train_baseline(
@@ -157,6 +267,8 @@ def train_baseline(
     progress: bool = True,
     device: str | torch.device = "cpu",
     on_progress: ProgressCallback | None = None,
+    input_size: int | None = None,
+    num_classes: int | None = None,
 ) -> Path:
     """Train a registered model from scratch and save ``{"state_dict", "meta"}``.
 
@@ -165,7 +277,12 @@ def train_baseline(
     validation split, so that split stays clean for judging compressed models. With
     ``out=None`` the file is cached under ``cache_dir`` (default ``$AUTORANK_CACHE_DIR/
     baselines`` or ``~/.cache/autorank/baselines``), keyed by (model, data set name and
-    content, epochs, seed, lr, batch size), and an existing file is returned without training.
+    content, epochs, seed, lr, batch size, input size), and an existing file is returned
+    without training.
+
+    The images are brought to ``input_size`` (None: the data set's own; said through
+    ``on_progress`` when resized) and the model is built for it; ``num_classes``, when given,
+    must be the data set's.
 
     Every epoch's end is saved beside the checkpoint (``.<name>.partial``, with the same key):
     training stopped in any way resumes there when called again, and ends with the weights an
@@ -177,134 +294,89 @@ def train_baseline(
         The checkpoint path; it loads with ``torch.load(..., weights_only=True)``.
 
     Raises:
-        UserError: unknown model or data set, ``epochs < 1``.
+        UserError: unknown model or data set, ``epochs < 1``, ``num_classes`` not the data's.
     """
     if epochs < 1:
         raise UserError(f"epochs must be >= 1, got {epochs}")
     spec = get_model_spec(model_name)
-    data = get_data(dataset, data_dir=data_dir, seed=seed, mean=spec.mean, std=spec.std)
+    data = get_data(dataset, data_dir=data_dir, seed=seed, mean=spec.mean, std=spec.std,
+                    image_size=input_size)
+    _check_classes(num_classes, data)
+    size = input_size or max(data.image_size)
     content = data_fingerprint(data)
     path = Path(out) if out is not None else baseline_path(
         model_name, dataset, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
-        cache_dir=cache_dir, content=content)
+        cache_dir=cache_dir, content=content, input_size=size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # weight initialisation
+        model = get_model(model_name, num_classes=data.num_classes, input_size=size)
+    check_input_shape(model, data.input_shape, name=f"model {model_name!r}")
+    if data.resized:
+        say(on_progress, f"{dataset}: {data.resized}; --input-size sets the size")
     if out is None and path.is_file():
         log.info("baseline %s found in the cache: %s", model_name, path)
         return path
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # weight initialisation
-        model = get_model(model_name, num_classes=data.num_classes)
     key = _key(model_name, dataset, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
-               content=content)
-    saver = _EpochSaver(path.with_name(f".{path.name}.partial"), key, model, data, _Reporter(
+               content=content, input_size=size)
+    saver = EpochSaver(path.with_name(f".{path.name}.partial"), key, model, data, Reporter(
         model_name, dataset, str(resolve_device(device)), epochs,
         math.ceil(len(data) / batch_size), len(data), on_progress))
     finetune(model, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
              device=device, progress=progress, hook=saver.reporter, checkpoint=saver)
     meta = {"model": model_name, "dataset": dataset, "epochs": epochs, "seed": seed,
             "lr": lr, "batch_size": batch_size, "num_classes": data.num_classes,
+            "input_size": size,
             "val_accuracy": evaluate(model, data, "val", device=device) if len(data.val) else -1.0,
             "test_accuracy": evaluate(model, data, "test", device=device)}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    _save(path, {"state_dict": state, "meta": meta})
+    save_atomic(path, {"state_dict": state, "meta": meta})
     saver.path.unlink(missing_ok=True)
     log.info("baseline %s: test accuracy %.4f, saved to %s",
              model_name, meta["test_accuracy"], path)
     return path
 
 
-def _save(path: Path, obj: Any) -> None:
-    """``torch.save`` through a temporary file (one per process) and a rename: a crash never
-    leaves a half-written file, and two processes training the same baseline do not collide."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def transfer_baseline(prepared: PreparedBaseline, *, on_progress: ProgressCallback | None = None,
+                      cache_dir: str | os.PathLike[str] | None = None,
+                      ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Fit a checkpoint for other classes to the data's: a new (seeded) classifier, trained
+    ``transfer_head_epochs`` alone (the other layers frozen), then ``transfer_epochs`` with all
+    layers, the usual transfer fine-tune (Kornblith et al., CVPR 2019).
+
+    Announced in one line through ``on_progress`` (else logged), with its epochs and the time
+    they take; reported after every epoch. Cached like :func:`train_baseline` (keyed by the
+    checkpoint's tensors, the data's content, the input size, the epochs, seed and recipe),
+    saved at every epoch's end, and resumed there when called again.
+
+    Returns:
+        The transferred state dict and its record: ``from_classes``, ``to_classes``, ``head``,
+        ``head_epochs``, ``head_steps``, ``all_epochs``, ``all_steps``, learning rates,
+        ``val_before`` and ``val_after`` (validation accuracy; None without a val split).
+    """
+    path, key = _transfer_path(prepared, cache_dir)
+    if path.is_file():
+        log.info("transfer of %s found in the cache: %s", prepared.spec.checkpoint, path)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        return saved["state_dict"], saved["meta"]["transfer"]
+    return train_transfer(prepared, path=path, key=key, on_progress=on_progress)
 
 
-_TIMED_STEPS = 5  # steps timed (after the first, which warms up) before the estimate
-
-
-@dataclasses.dataclass
-class _Reporter:
-    """Reports a baseline's training: the start with an estimate, then every epoch (the
-    engine's ``TrainHook``)."""
-
-    model: str
-    dataset: str
-    device: str
-    epochs: int
-    per_epoch: int  # steps
-    train_images: int
-    callback: ProgressCallback | None
-    resumed_from: int = 0
-    began: float = dataclasses.field(default_factory=time.perf_counter)
-    first: tuple[int, float] | None = None  # the first step of this process, when it ended
-    announced: bool = False
-
-    def after_step(self, step: int) -> None:
-        if self.first is None:
-            self.first = (step, time.perf_counter())
-        last = step + 1 == self.epochs * self.per_epoch
-        if not self.announced and (step - self.first[0] >= _TIMED_STEPS or last):
-            self.announced = True
-            self.report(step + 1)
-
-    def report(self, steps: int, loss: float | None = None, val: float | None = None) -> None:
-        now, total = time.perf_counter(), self.epochs * self.per_epoch
-        first, ended = self.first or (0, self.began)
-        timed = steps - first - 1
-        per_step = (now - ended) / timed if timed > 0 else now - self.began
-        done = BaselineProgress(
-            self.model, self.dataset, self.device, self.epochs, self.train_images,
-            steps // self.per_epoch if loss is not None else self.resumed_from, self.resumed_from,
-            now - self.began, per_step * (total - (steps if loss is not None else first)),
-            loss, val)
-        if self.callback is not None:
-            self.callback(done)
-        elif loss is None:
-            log.info("training a %s baseline: %d epochs on %s, about %.0f s", self.model,
-                     self.epochs - self.resumed_from, self.dataset, done.eta_s)
-        else:
-            log.info("baseline epoch %d/%d: loss %.4f, val accuracy %s", done.epoch, self.epochs,
-                     loss, "-" if val is None else f"{val:.4f}")
-
-
-class _EpochSaver:
-    """The engine's ``EpochCheckpoint`` for a baseline: its loop saved at every epoch's end
-    under the cache key, the validation accuracy reported."""
-
-    def __init__(self, path: Path, key: str, model: nn.Module, data: DataBundle,
-                 reporter: _Reporter) -> None:
-        self.path, self.key, self.model, self.data, self.reporter = path, key, model, data, reporter
-
-    def load(self) -> dict[str, Any] | None:
-        if not self.path.is_file():
-            return None
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, EOFError) as err:
-            log.warning("baseline training starts over: its saved epoch %s is unreadable (%s)",
-                        self.path, err)
-            return None
-        if not isinstance(state, dict) or state.get("key") != self.key:
-            return None  # another baseline's (an explicit --out reused)
-        self.reporter.resumed_from = int(state["step"]) // self.reporter.per_epoch
-        log.info("baseline: resuming after epoch %d from %s", self.reporter.resumed_from,
-                 self.path)
-        return state
-
-    def save(self, state: dict[str, Any], epoch: int, loss: float) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _save(self.path, {**state, "key": self.key})
-        val = evaluate(self.model, self.data, "val", device=self.reporter.device) \
-            if len(self.data.val) else None
-        self.reporter.report(int(state["step"]), loss, val)
-        _inject_fault(f"baseline-epoch-{epoch}")
-
-
-def _inject_fault(point: str) -> None:
-    """``$AUTORANK_INJECT_FAULT``: ``driver:baseline-epoch-K`` SIGKILLs the process after epoch
-    K is saved, ``raise:baseline-epoch-K`` raises there (tests of the resume)."""
-    crash_point(point)
-    if ("raise", point) in _env.injected_faults():
-        raise RuntimeError(f"injected fault at {point}")
+def _transfer_path(prepared: PreparedBaseline,
+                   cache_dir: str | os.PathLike[str] | None) -> tuple[Path, str]:
+    """Where a transfer is cached, and its key (what it computes from)."""
+    spec = prepared.spec
+    assert prepared.state is not None
+    weights = hashlib.sha256()
+    for name in sorted(prepared.state):
+        tensor = prepared.state[name].detach().cpu().contiguous()
+        weights.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        weights.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    key = json.dumps([spec.model, spec.dataset, "transfer", weights.hexdigest(),
+                      prepared.input_size, spec.transfer_head_epochs, spec.transfer_epochs,
+                      spec.seed, HEAD_LR, TRANSFER_LR, BATCH_SIZE,
+                      data_fingerprint(prepared.data)])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    name = (f"{spec.model}-{_slug(spec.dataset)}-transfer-h{spec.transfer_head_epochs}"
+            f"a{spec.transfer_epochs}-s{spec.seed}-{digest}.pt")
+    return _cache_dir(cache_dir) / name, key

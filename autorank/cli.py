@@ -127,19 +127,22 @@ def _print_progress(p: Any) -> None:
 
 
 def _baseline_printer(what: str, then: str) -> Callable[[Any], None]:
-    """Prints a baseline's training (a ``BaselineProgress``) on stderr, a line each: the start
-    (``what`` it does, how long, ``then``), then every epoch; on a terminal over tqdm's bar."""
+    """Prints a baseline's training or transfer (a ``BaselineProgress``) on stderr, a line
+    each: the start (``what`` it does, or the transfer's own words, how long, ``then``), then
+    every epoch; on a terminal over tqdm's bar. A plain line (a ``str``) is printed as is."""
 
     def show(p: Any) -> None:
-        if p.loss is None:
-            doing = (f"resuming the {p.model} baseline after epoch {p.resumed_from}/{p.epochs}"
-                     if p.resumed_from else what.format(model=p.model))
+        if isinstance(p, str):
+            line = p
+        elif p.loss is None:
+            doing = (f"resuming the {p.model} {p.kind} after epoch {p.resumed_from}/{p.epochs}"
+                     if p.resumed_from else p.detail or what.format(model=p.model))
             line = (f"{doing}: {p.epochs - p.resumed_from} epochs on {p.dataset} "
                     f"({p.train_images} images, {p.device}), about {_clock(p.eta_s)}; {then}; "
                     "each epoch is saved, so the same command goes on from the last")
         else:
             val = "-" if p.val_accuracy is None else f"{p.val_accuracy:.3f}"
-            line = (f"baseline epoch {p.epoch}/{p.epochs}: loss {p.loss:.3f}, val accuracy {val}"
+            line = (f"{p.kind} epoch {p.epoch}/{p.epochs}: loss {p.loss:.3f}, val accuracy {val}"
                     f" | {_clock(p.elapsed_s)} elapsed, ~{_clock(p.eta_s)} left")
         print(("\r\x1b[K" if sys.stderr.isatty() else "") + line, file=sys.stderr, flush=True)
 
@@ -196,7 +199,8 @@ def _train(args: argparse.Namespace) -> int:
                           seed=args.seed, data_dir=args.data_dir, lr=args.lr,
                           batch_size=args.batch_size, device=args.device, progress=True,
                           on_progress=_baseline_printer("training a {model} baseline",
-                                                        "the checkpoint is written after it"))
+                                                        "the checkpoint is written after it"),
+                          input_size=args.input_size, num_classes=args.num_classes)
     print(path)
     return 0
 
@@ -204,6 +208,7 @@ def _train(args: argparse.Namespace) -> int:
 @command("compress", compress_args)
 def _compress(args: argparse.Namespace) -> int:
     """Run one strategy end to end (vbmf-tucker2, musco, admm); writes model and results row."""
+    from .baseline import finish_baseline, prepare_baseline
     from .bundle import check_out
     from .engine import FinetuneConfig, resolve_device
     from .strategies import (
@@ -213,7 +218,6 @@ def _compress(args: argparse.Namespace) -> int:
         MuscoOptions,
         compress,
         get_strategy,
-        load_baseline,
         read_plan,
         save_compressed,
     )
@@ -238,11 +242,17 @@ def _compress(args: argparse.Namespace) -> int:
     spec = BaselineSpec(args.model, args.dataset, checkpoint=resolve_checkpoint(args.checkpoint),
                         data_dir=args.data_dir, val_source=args.val_source, seed=args.seed,
                         baseline_epochs=args.baseline_epochs, input_size=args.input_size,
-                        device=device)
-    baseline, data = load_baseline(spec)
+                        device=device, num_classes=args.num_classes,
+                        transfer_head_epochs=args.transfer_head_epochs,
+                        transfer_epochs=args.transfer_epochs)
+    show = _baseline_printer("training a {model} baseline first (no --checkpoint)",
+                             "compression starts after it")
+    loaded = finish_baseline(prepare_baseline(spec, on_progress=show), on_progress=show)
+    baseline, data = loaded.model, loaded.data
     row, result = compress(args.strategy, args.model, baseline, data, config)
+    about: dict[str, Any] = {"transfer": loaded.transfer} if loaded.transfer else {}
     save_compressed(args.out, row, result, config=config, baseline=baseline, data=data,
-                    dataset=args.dataset, checkpoint=spec.checkpoint)
+                    dataset=args.dataset, checkpoint=spec.checkpoint, **about)
     print(f"{row.model} {row.strategy}: params ratio {row.params_ratio:.3f}, FLOPs ratio "
           f"{row.flops_ratio:.3f}, test accuracy {row.accuracy_before:.4f} before, "
           f"{row.accuracy_after:.4f} right after, {row.fine_tune:.4f} fine-tuned "

@@ -279,7 +279,13 @@ class SearchConfig:
     val_source: str = "auto"
     val_size: int | float | None = None
     baseline_epochs: int = 30  # when no checkpoint: epochs of the baseline trained first
-    input_size: int = 32
+    # None: the data set's own image side (image folders: 32); the images are resized to it
+    # and the model built for it (a torchvision model keeps its ImageNet stem above 64)
+    input_size: int | None = None
+    num_classes: int | None = None  # None: the data set's; given, it must be the data set's
+    # a checkpoint for other classes: epochs of its new head alone, then of all layers
+    transfer_head_epochs: int = 2
+    transfer_epochs: int = 8
     space: SpaceConfig = field(default_factory=SpaceConfig)
     space_name: str = "default"
 
@@ -298,8 +304,11 @@ class SearchConfig:
             raise UserError(f"--gpus-per-trial must be >= 0, got {self.gpus_per_trial}")
         if self.heartbeat_s < 1:
             raise UserError(f"--heartbeat must be >= 1 second, got {self.heartbeat_s}")
-        if self.baseline_epochs < 1 or self.input_size < 8:
+        if self.baseline_epochs < 1 or (self.input_size is not None and self.input_size < 8):
             raise UserError("--baseline-epochs must be >= 1 and --input-size >= 8")
+        if self.num_classes is not None and self.num_classes < 2:
+            raise UserError(f"--num-classes must be >= 2, got {self.num_classes}")
+        self.baseline_spec()  # checks the transfer's epochs
 
     def out_dir(self) -> Path:
         if self.out:
@@ -317,7 +326,8 @@ class SearchConfig:
             self.model, self.dataset, checkpoint=self.checkpoint, data_dir=self.data_root(),
             val_source=self.val_source, seed=self.seed, baseline_epochs=self.baseline_epochs,
             input_size=self.input_size, device=self.device, val_size=self.val_size,
-            download=self.download, progress=progress)
+            download=self.download, progress=progress, num_classes=self.num_classes,
+            transfer_head_epochs=self.transfer_head_epochs, transfer_epochs=self.transfer_epochs)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -170,6 +170,8 @@ class Baseline(Mapping[str, Any]):
     latency_batch_ms: float | None = None
     test_accuracy: float | None = None
     num_classes: int = 0  # 0: not recorded (a run written before it was)
+    # a checkpoint for other classes: its transfer fine-tune (autorank.baseline.transfer_baseline)
+    transfer: dict[str, Any] | None = None
 
     def at_chance(self, margin: float = 0.02) -> bool:
         """Whether the validation accuracy is within ``margin`` of guessing (1 / classes): a

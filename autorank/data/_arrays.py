@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 
 from autorank.errors import UserError
@@ -16,7 +17,8 @@ class RawData:
     """What a loader returns: a train and a test set as uint8 NCHW / int64 tensors.
 
     ``mean``/``std`` are the data set's known training statistics, or ``None`` to have
-    them computed from the training images.
+    them computed from the training images. ``resized`` says how the loader resized images
+    (``""``: it did not).
     """
 
     x_train: torch.Tensor
@@ -26,6 +28,18 @@ class RawData:
     class_names: tuple[str, ...]
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    resized: str = ""
+
+
+def resize_images(x: torch.Tensor, size: int, *, chunk: int = 1024) -> torch.Tensor:
+    """Resize uint8 ``(N, C, H, W)`` images to ``size`` x ``size``: bilinear, antialiased when
+    shrinking, in chunks (a float copy of a chunk at a time)."""
+    out = torch.empty((x.shape[0], x.shape[1], size, size), dtype=torch.uint8)
+    for start in range(0, len(x), chunk):
+        part = F.interpolate(x[start : start + chunk].float(), size=(size, size), mode="bilinear",
+                             antialias=True, align_corners=False)
+        out[start : start + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
+    return out
 
 
 def _images(x: np.ndarray, *, key: str, source: str) -> torch.Tensor:

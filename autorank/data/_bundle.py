@@ -43,6 +43,7 @@ class DataBundle:
         mean: per-channel mean applied after scaling to [0, 1].
         std: per-channel std.
         val_source: ``"train"`` or ``"test"``: the split the validation images came from.
+        resized: how the images were resized on loading, in words (``""``: they were not).
     """
 
     name: str
@@ -54,6 +55,7 @@ class DataBundle:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     val_source: str = "train"
+    resized: str = ""
 
     @property
     def image_size(self) -> tuple[int, int]:

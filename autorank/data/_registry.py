@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -11,7 +13,13 @@ from typing import Any
 import torch
 
 from autorank._registry import Registry
-from autorank.data._arrays import RawData, channel_stats, resolve_size, stratified_split
+from autorank.data._arrays import (
+    RawData,
+    channel_stats,
+    resize_images,
+    resolve_size,
+    stratified_split,
+)
 from autorank.data._bundle import DataBundle, Split
 from autorank.errors import UserError
 
@@ -84,6 +92,7 @@ def get_data(
     download: bool = False,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    image_size: int | None = None,
     **options: Any,
 ) -> DataBundle:
     """Load a data set into memory with a seeded, stratified validation split.
@@ -102,8 +111,13 @@ def get_data(
         mean: per-channel normalisation mean (use the model's ``ModelSpec.mean``); default
             the data set's training mean.
         std: per-channel normalisation std; default the data set's training std.
+        image_size: the square side to bring the images to; None: the data set's own
+            (image folders: 32). Loaders that take it make their images at that size
+            (``imagefolder`` resizes what it decodes, ``synthetic`` draws them); other
+            images are resized after loading. A resize is logged and kept in
+            :attr:`DataBundle.resized`.
         **options: loader options (``synthetic``: ``num_train``, ``num_test``,
-            ``num_classes``, ``image_size``, ``data_seed``; ``imagefolder``: ``image_size``).
+            ``num_classes``, ``data_seed``).
 
     Returns:
         A :class:`DataBundle`; val never overlaps train or test.
@@ -116,14 +130,33 @@ def get_data(
     if val_source not in VAL_SOURCES:
         raise UserError(f"val_source must be one of {list(VAL_SOURCES)}, got {val_source!r}")
     folder = Path(data_dir).expanduser() if data_dir is not None else None
-    raw = loader(arg or None, data_dir=folder, download=download, **options)
+    if image_size is not None and image_size < 1:
+        raise UserError(f"image_size must be >= 1, got {image_size}")
+    if image_size is not None and "image_size" in inspect.signature(loader).parameters:
+        options["image_size"] = image_size
+    raw = _sized(loader(arg or None, data_dir=folder, download=download, **options), image_size)
+    if raw.resized:
+        log.info("%s: %s", name, raw.resized)
     train, val, test = _carve(raw, val_source=val_source, val_size=val_size, seed=seed)
     mean_t, std_t = _stats(raw, mean, std)
     num_classes = len(raw.class_names)
     log.info("%s: %d train, %d val (from %s), %d test images, %d classes",
              name, len(train), len(val), val_source, len(test), num_classes)
     return DataBundle(name, train, val, test, num_classes, raw.class_names, mean_t, std_t,
-                      val_source)
+                      val_source, raw.resized)
+
+
+def _sized(raw: RawData, size: int | None) -> RawData:
+    """``raw`` with its images resized to ``size`` squared, if they are of another size."""
+    h, w = raw.x_train.shape[-2:]
+    if size is None or (h, w) == (size, size):
+        return raw
+    count = len(raw.x_train) + len(raw.x_test)
+    gigabytes = count * raw.x_train.shape[1] * size * size / 1e9
+    return dataclasses.replace(
+        raw, x_train=resize_images(raw.x_train, size), x_test=resize_images(raw.x_test, size),
+        resized=f"{count} images resized from {h}x{w} to {size}x{size} "
+                f"({gigabytes:.2g} GB in memory)")
 
 
 def image_hashes(x: torch.Tensor) -> list[int]:

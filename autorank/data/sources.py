@@ -6,6 +6,7 @@ normalisation and batching happen in :func:`autorank.data.get_data`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import urllib.error
 import zipfile
@@ -128,20 +129,25 @@ def load_npz(arg: str | None, *, data_dir: Path | None, download: bool) -> RawDa
     return read_npz(path, source=f"npz:{path}")
 
 
-def _read_folder(folder: Path, classes: list[str], size: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_folder(folder: Path, classes: list[str], size: int) -> tuple[np.ndarray, np.ndarray,
+                                                                        list[tuple[int, int]]]:
+    """Images and labels of ``folder/<class>/*``, resized to ``size`` squared, and the
+    ``(height, width)`` of each image that was of another size."""
     from PIL import Image
 
-    images, labels = [], []
+    images, labels, resized = [], [], []
     for label, cls in enumerate(classes):
         for file in sorted((folder / cls).rglob("*")):
             if file.suffix.lower() in _IMAGE_SUFFIXES:
                 with Image.open(file) as opened:
+                    if opened.size != (size, size):
+                        resized.append((opened.height, opened.width))
                     im = opened.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
                 images.append(np.asarray(im, dtype=np.uint8))
                 labels.append(label)
     if not images:
         raise UserError(f"imagefolder: no images found under {str(folder)!r}")
-    return np.stack(images), np.asarray(labels, dtype=np.int64)
+    return np.stack(images), np.asarray(labels, dtype=np.int64), resized
 
 
 @register_dataset("imagefolder")
@@ -150,7 +156,8 @@ def load_imagefolder(
 ) -> RawData:
     """``imagefolder:PATH``: ``PATH/train/<class>/*`` and ``PATH/test/`` (or ``PATH/val/``).
 
-    Images are decoded once, converted to RGB and resized to ``image_size`` squared.
+    Images are decoded once, converted to RGB and resized to ``image_size`` squared; how
+    many were resized is kept in :attr:`RawData.resized`.
     A ``test/`` folder is the test set; without one, ``val/`` is.
     """
     del download
@@ -164,10 +171,17 @@ def load_imagefolder(
     extra = sorted({p.name for p in held_out.iterdir() if p.is_dir()} - set(classes))
     if extra:
         raise UserError(f"imagefolder: classes {extra} in {held_out.name}/ are not in train/")
-    x_train, y_train = _read_folder(root / "train", classes, image_size)
-    x_test, y_test = _read_folder(held_out, classes, image_size)
+    x_train, y_train, resized = _read_folder(root / "train", classes, image_size)
+    x_test, y_test, resized_test = _read_folder(held_out, classes, image_size)
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
-    return from_numpy(arrays, source=f"imagefolder:{root}", class_names=tuple(classes))
+    raw = from_numpy(arrays, source=f"imagefolder:{root}", class_names=tuple(classes))
+    resized += resized_test
+    if not resized:
+        return raw
+    sizes = sorted(set(resized))
+    shown = ", ".join(f"{h}x{w}" for h, w in sizes[:3]) + (", ..." if len(sizes) > 3 else "")
+    return dataclasses.replace(raw, resized=f"{len(resized)} of {len(x_train) + len(x_test)} "
+                               f"images resized from {shown} to {image_size}x{image_size}")
 
 
 @register_dataset("digits")

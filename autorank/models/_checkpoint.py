@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import pickle
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -88,6 +89,54 @@ def _show(keys: list[str]) -> str:
     return f"{len(keys)} ({head}{', ...' if len(keys) > _SHOWN_KEYS else ''})"
 
 
+@dataclass(frozen=True)
+class Misfit:
+    """How a state dict differs from a model's: keys missing or unexpected, tensors whose shape
+    differs (``(key, theirs, ours)``, in the model's order). Empty (false) when it fits."""
+
+    missing: tuple[str, ...] = ()
+    unexpected: tuple[str, ...] = ()
+    shapes: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.shapes)
+
+    def describe(self) -> str:
+        """The differences in words: ``missing keys 2 (a, b); shape mismatches 1 (...)``."""
+        parts = []
+        if self.missing:
+            parts.append(f"missing keys {_show(list(self.missing))}")
+        if self.unexpected:
+            parts.append(f"unexpected keys {_show(list(self.unexpected))}")
+        if self.shapes:
+            parts.append(f"shape mismatches {_show([f'{k} {a} vs {b}' for k, a, b in self.shapes])}")
+        return "; ".join(parts)
+
+
+def misfit(model: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
+           any_rows: Collection[str] = ()) -> Misfit:
+    """How ``state_dict`` differs from ``model``'s own (``num_batches_tracked`` may be missing).
+
+    Args:
+        model: the module.
+        state_dict: names (wrapper prefixes stripped or not) to tensors.
+        any_rows: keys whose first dimension may differ (a classifier's outputs).
+    """
+    state = {_strip_prefix(k): v for k, v in state_dict.items()}
+    own = model.state_dict()
+
+    def fits(key: str, theirs: torch.Tensor, ours: torch.Tensor) -> bool:
+        if key in any_rows:
+            return theirs.dim() == ours.dim() and theirs.shape[1:] == ours.shape[1:]
+        return theirs.shape == ours.shape
+
+    return Misfit(
+        tuple(k for k in own if k not in state and not k.endswith("num_batches_tracked")),
+        tuple(k for k in state if k not in own),
+        tuple((k, tuple(state[k].shape), tuple(v.shape)) for k, v in own.items()
+              if k in state and not fits(k, state[k], v)))
+
+
 def load_weights(
     model: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str = "state dict"
 ) -> nn.Module:
@@ -106,26 +155,9 @@ def load_weights(
     Raises:
         UserError: keys missing, unexpected, or with a different shape.
     """
-    state = {_strip_prefix(k): v for k, v in state_dict.items()}
-    own = model.state_dict()
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}"
-        for k, v in state.items()
-        if k in own and v.shape != own[k].shape
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {_show(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys {_show(unexpected)}")
-        if shapes:
-            parts.append(f"shape mismatches {_show(shapes)}")
-        raise UserError(
-            f"{source} does not fit {type(model).__name__}: {'; '.join(parts)}; "
-            "check the model name and num_classes"
-        )
-    model.load_state_dict(state, strict=False)
+    differs = misfit(model, state_dict)
+    if differs:
+        raise UserError(f"{source} does not fit {type(model).__name__}: {differs.describe()}; "
+                        "check the model name and num_classes")
+    model.load_state_dict({_strip_prefix(k): v for k, v in state_dict.items()}, strict=False)
     return model

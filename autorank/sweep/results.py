@@ -61,7 +61,8 @@ class SearchResult:
     def trial_model(self, baseline: nn.Module, number: int) -> nn.Module | None:
         """Trial ``number``'s plan applied to (a copy of) ``baseline`` with the fine-tuned
         weights the run kept; None when it kept none for that trial."""
-        shape = (1, 3, self.config.input_size, self.config.input_size)
+        side = self.config.input_size or 32  # a run saves the size it resolved
+        shape = (1, 3, side, side)
         rows = self.trials[self.trials["number"] == number] if len(self.trials) else self.trials
         if not len(rows):
             return None

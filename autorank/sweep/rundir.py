@@ -93,8 +93,7 @@ RESUME_MAY_CHANGE = frozenset({
     "device", "storage", "storage_path", "out", "download", "data_dir"})
 # The flags of ``autorank search`` that set the search space (make_config's arguments).
 SPACE_FLAGS = ("space", "objectives", "finetune_steps", "min_steps", "max_steps", "eta")
-_FLAG_NAMES = {"heartbeat_s": "--heartbeat", "space_name": "--space", "val_size": "val_size",
-               "input_size": "input_size"}
+_FLAG_NAMES = {"heartbeat_s": "--heartbeat", "space_name": "--space", "val_size": "val_size"}
 
 
 def _changed(flag: str, new: Any, old: Any, run: Path) -> UserError:

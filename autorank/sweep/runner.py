@@ -20,7 +20,7 @@ from torch import nn
 
 from .._inventory import inventory
 from .._io import check_writable, crash_point, write_json
-from ..baseline import BaselineProgress, load_baseline
+from ..baseline import PreparedBaseline, ProgressCallback, finish_baseline, prepare_baseline
 from ..config import (
     Fidelity,
     SearchConfig,
@@ -124,7 +124,7 @@ def _saved(cfg: SearchConfig) -> SearchConfig:
 
 
 def _baseline_record(cfg: SearchConfig, run: RunDir, model: nn.Module,
-                     data: DataBundle) -> Baseline:
+                     data: DataBundle, transfer: dict[str, Any] | None = None) -> Baseline:
     """The run's baseline record: read back from ``baseline.json``, or measured and written."""
     if run.baseline.exists():
         return Baseline.from_json(json.loads(run.baseline.read_text()))
@@ -134,7 +134,7 @@ def _baseline_record(cfg: SearchConfig, run: RunDir, model: nn.Module,
         val_images=data.num_examples("val"), test_images=data.num_examples("test"),
         val_accuracy=evaluate(model, data, "val", device=_device(cfg)), params=cost.params,
         flops=cost.flops, latency_ms=cost.latency_ms, latency_batch_ms=cost.latency_batch_ms,
-        num_classes=data.num_classes)
+        num_classes=data.num_classes, transfer=transfer)
     crash_point("baseline")
     write_json(run.baseline, baseline.to_json())
     return baseline
@@ -210,7 +210,7 @@ def _check_names(cfg: SearchConfig) -> None:
 
 def search(cfg: SearchConfig, *, resume: bool = False,
            progress: Callable[[Progress], None] | None = None,
-           baseline_progress: Callable[[BaselineProgress], None] | None = None) -> SearchResult:
+           baseline_progress: ProgressCallback | None = None) -> SearchResult:
     """Run (or, with ``resume``, continue) a search; returns its results.
 
     With ``resume``, ``cfg`` must compute what the run's saved configuration does (only the
@@ -223,8 +223,8 @@ def search(cfg: SearchConfig, *, resume: bool = False,
         cfg: the search.
         resume: continue the run in ``cfg.out``.
         progress: called with a :class:`Progress` after every trial.
-        baseline_progress: called while a baseline is trained first (no checkpoint): once
-            its first steps are timed, then after every epoch (else these are logged).
+        baseline_progress: told of resized images, and while a baseline is trained first (no
+            checkpoint) or transferred: at its start, then every epoch (else these are logged).
 
     Raises:
         UserError: bad input; nothing of an existing run is overwritten.
@@ -232,6 +232,9 @@ def search(cfg: SearchConfig, *, resume: bool = False,
             trials it was running are failed as interrupted, and ``resume`` goes on.
     """
     _check_names(cfg)
+    prepared = prepare_baseline(dataclasses.replace(  # all refusals before the run is written
+        cfg.baseline_spec(progress=True), device=_device(cfg)), on_progress=baseline_progress)
+    cfg = dataclasses.replace(cfg, input_size=prepared.input_size)
     if not resume and (earlier := unstarted_run(cfg)) is not None:
         log.warning("continuing %s, which the same search left before its first trial ended",
                     earlier)
@@ -244,7 +247,7 @@ def search(cfg: SearchConfig, *, resume: bool = False,
         storage = open_storage(cfg.storage, heartbeat_s=cfg.heartbeat_s)  # before writing anything
         save_config(_saved(cfg), run.config)
         try:
-            _search_run(cfg, run, storage, progress, baseline_progress)
+            _search_run(cfg, run, storage, progress, baseline_progress, prepared)
         except KeyboardInterrupt as err:
             raise record_interrupt(storage, cfg.study_name, run=run, budget=cfg.budget,
                                    runner=cfg.runner) from err
@@ -253,12 +256,11 @@ def search(cfg: SearchConfig, *, resume: bool = False,
 
 def _search_run(cfg: SearchConfig, run: RunDir, storage: Any,
                 progress: Callable[[Progress], None] | None,
-                baseline_progress: Callable[[BaselineProgress], None] | None) -> None:
+                baseline_progress: ProgressCallback | None, prepared: PreparedBaseline) -> None:
     """The search in its run directory, once its configuration is saved."""
-    model, data = load_baseline(dataclasses.replace(cfg.baseline_spec(progress=True),
-                                                    device=_device(cfg)),
-                                on_progress=baseline_progress)
-    baseline = _baseline_record(cfg, run, model, data)
+    loaded = finish_baseline(prepared, on_progress=baseline_progress)
+    model, data = loaded.model, loaded.data
+    baseline = _baseline_record(cfg, run, model, data, loaded.transfer)
     if baseline.at_chance():
         log.warning(chance_warning(baseline))
     res = resolve_resources(cfg)
@@ -280,7 +282,7 @@ def _search_run(cfg: SearchConfig, run: RunDir, storage: Any,
              len(space.layers), done_before, running, cfg.budget)
     ctx = TrialContext(
         key=uuid.uuid4().hex, model_name=cfg.model, num_classes=data.num_classes,
-        input_size=cfg.input_size, baseline_state=model.state_dict(),
+        input_size=prepared.input_size, baseline_state=model.state_dict(),
         baseline_params=baseline.params, baseline_flops=baseline.flops, data=data,
         space=space, threads=res.cpus_per_trial if cfg.runner == "ray" else os.cpu_count() or 1,
         device="cuda" if res.gpus_per_trial > 0 else _device(cfg),
