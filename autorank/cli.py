@@ -114,6 +114,15 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _print_progress(p: Any) -> None:
+    end = "\r" if sys.stderr.isatty() else "\n"
+    if p.phase == "start":
+        print(f"[{p.done}/{p.budget}] starting: {p.message}", file=sys.stderr, flush=True)
+        return
+    if p.phase == "final":
+        # its own line (a finished bar stays above it): the search is not done until this is
+        line = f"[{p.done}/{p.budget}] trials done; {p.message}, about {_clock(p.eta_s)}"
+        print(("\n" if end == "\r" else "") + line, file=sys.stderr, flush=True)
+        return
     best = ""
     if len(p.front):
         top = p.front.sort_values("params").iloc[0]
@@ -122,7 +131,6 @@ def _print_progress(p: Any) -> None:
     rungs = f" | rungs {'/'.join(str(n) for n in p.per_rung)}" if p.per_rung else ""
     line = (f"[{p.done}/{p.budget}] {p.failed} failed{rungs} | {_clock(p.elapsed_s)} elapsed, "
             f"~{_clock(p.eta_s)} left{best}")
-    end = "\r" if sys.stderr.isatty() else "\n"
     print(line.ljust(100), end=end, file=sys.stderr, flush=True)
 
 

@@ -129,15 +129,20 @@ class TrialOutcome:
                 if k != "failed" and v is not None}
 
     def report(self) -> dict[str, Any]:
-        """All fields for a runner to carry back, metrics of a failed trial as 0 (Ray Tune
-        wants the searcher's metrics in every result)."""
-        return {k: (0 if v is None else v) for k, v in dataclasses.asdict(self).items()}
+        """All fields for a runner to carry back, unset ones as 0 (Ray Tune wants the
+        searcher's metrics in every result) and named in ``unset``, so that
+        :meth:`from_report` gives them back as None."""
+        fields = dataclasses.asdict(self)
+        out: dict[str, Any] = {k: (0 if v is None else v) for k, v in fields.items()}
+        out["unset"] = ",".join(k for k, v in fields.items() if v is None)
+        return out
 
     @classmethod
     def from_report(cls, data: Mapping[str, Any]) -> TrialOutcome:
         """The outcome :meth:`report` carried (unknown keys ignored)."""
         known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        unset = set(str(data.get("unset", "")).split(","))
+        values = {k: v for k, v in data.items() if k in known and k not in unset}
         if values.get("failed"):
             values = {k: values[k] for k in ("error", "plan", "duration_s", "rung", "failed")
                       if k in values}

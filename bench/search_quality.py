@@ -230,7 +230,7 @@ def fixed_rows(args: argparse.Namespace) -> list[dict]:
     rows = []
     run_trial(ctx, None, {}, plan={})  # the teacher's logits, so that no row pays for them
     for label, compressed in models.items():
-        out = train_and_measure(ctx, compressed)
+        out = train_and_measure(ctx, compressed, latency=True)
         rows.append({"arm": label, "params_ratio": out.params_ratio,
                      "flops_ratio": out.flops_ratio, "val": out.val_accuracy,
                      "latency_ms": out.latency_ms, "latency_batch_ms": out.latency_batch_ms})

@@ -69,11 +69,14 @@ def test_the_table_is_measured_once_and_reused_from_disk(model: torch.nn.Module,
     assert other.table.measured > 0  # another batch: another table
 
 
-# Eight repeated runs (tiny_cnn width 32, batch 8, one thread, a fresh table each) on a
-# 2-core machine with a training job on both cores put predicted / measured between 0.75 and
-# 1.40 for this plan and 0.92-1.29 for the dense model, both backends (run to run noise: the
-# dense model's prediction is its own earlier measurement); the bound is 0.4-1.6.
-TOLERANCE = 0.6
+# The sum rule is checked against the dense model timed in the same interleaved rounds: the
+# plan's predicted speed-up over dense against its measured one, so that a load that comes and
+# goes between the table's timing and this one cancels. Ten runs (tiny_cnn width 32, batch 8,
+# one thread, a fresh table each) on a 2-core machine with a training job on both cores put
+# that ratio at 0.92-1.05 in torch and 0.78-0.90 in onnxruntime, while the absolute
+# predicted / measured ranged 0.77-1.27 (and past 1.6 once under a full test run beside
+# training): the bound is 0.6-1.4 on the ratio, and a factor of 2 on the absolute scale.
+TOLERANCE = 0.4
 
 
 @pytest.mark.parametrize("backend", ["torch", pytest.param("onnxruntime", marks=pytest.mark.skipif(
@@ -86,8 +89,10 @@ def test_sum_rule_predicts_a_direct_measurement(model: torch.nn.Module, tmp_path
     dense_predicted = lm.predict({})
     built = ar.apply_plan(model, PLAN, structure_only=True)
     measured = measure_models({"plan": built, "dense": model}, SHAPE, target)
-    assert abs(predicted / measured["plan"] - 1) < TOLERANCE, (predicted, measured)
-    assert abs(dense_predicted / measured["dense"] - 1) < TOLERANCE, (dense_predicted, measured)
+    ratio = (predicted / dense_predicted) / (measured["plan"] / measured["dense"])
+    assert abs(ratio - 1) < TOLERANCE, (predicted, dense_predicted, measured)
+    for value, truth in ((predicted, measured["plan"]), (dense_predicted, measured["dense"])):
+        assert 0.5 < value / truth < 2.0, (value, truth)
 
 
 def test_latency_command_times_a_plan_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -138,7 +143,7 @@ def test_a_latency_objective_search_steers_on_the_table(tmp_path: Path, tiny_che
     trials = pd.read_csv(result.path / "trials.csv")
     done = trials[trials["state"] == "complete"]
     assert len(done) and (done["predicted_latency_ms"] > 0).all()
-    assert (done["latency_ms"] > 0).all()  # still measured, for the record
+    assert done["latency_ms"].isna().all()  # trials are not timed: shared cores
     tables = list((tmp_path / "cache" / "latency").glob("*.json"))
     assert len(tables) == 1
     # the front is over the predicted latency: no trial on it is dominated in that plane
@@ -149,3 +154,5 @@ def test_a_latency_objective_search_steers_on_the_table(tmp_path: Path, tiny_che
                       & ((done["val_accuracy"] > row["val_accuracy"])
                          | (done["predicted_latency_ms"] < row["predicted_latency_ms"]))]
         assert better.empty
+    # the front's models are timed at the end, one by one, beside the dense model
+    assert (front["latency_ms"] > 0).all() and result.baseline["latency_ms"] > 0

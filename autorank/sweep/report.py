@@ -114,8 +114,10 @@ def plot_front(trials: pd.DataFrame, front: pd.DataFrame, baseline: Mapping[str,
     import matplotlib.pyplot as plt
 
     done = trials[trials["state"] == "complete"]
+    # latency: the front's models, timed at the end (trials are not timed: shared cores)
     panels = [("params", "parameters"), ("flops", "FLOPs"), ("latency_ms", "latency at batch 1 (ms)")]
-    panels = [(col, label) for col, label in panels if col in done]
+    panels = [(col, label) for col, label in panels
+              if any(col in f and f[col].notna().any() for f in (done, front))]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2),
                              constrained_layout=True, squeeze=False)
     groups = rung_groups(done)

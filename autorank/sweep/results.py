@@ -38,6 +38,10 @@ def front_of(trials: pd.DataFrame, config: SearchConfig) -> pd.DataFrame:
     return pareto_front(judged(trials, config.space.fidelity), metrics, modes)
 
 
+MEASURED_AT_END = ("test_accuracy", "latency_ms", "latency_batch_ms")
+"""The front's columns the search measures when it finishes, kept in ``pareto.csv``."""
+
+
 @dataclass(frozen=True)
 class SearchResult:
     """A finished (or partly finished) run, read back from its directory."""
@@ -48,15 +52,19 @@ class SearchResult:
     baseline: Baseline
 
     def pareto(self) -> pd.DataFrame:
-        """The front of the trials, with the test accuracy the search measured when it finished
-        (NaN for a front trial it did not measure: one run later, or by another driver)."""
+        """The front of the trials, with the test accuracy and latency the search measured when
+        it finished (NaN for a front trial it did not measure: one run later, or by another
+        driver)."""
         pareto_csv = RunDir(self.path).pareto
         if self.trials.empty:
             return pd.read_csv(pareto_csv) if pareto_csv.exists() else self.trials
-        front = front_of(self.trials, self.config).drop(columns="test_accuracy", errors="ignore")
-        measured = (pd.read_csv(pareto_csv, usecols=["number", "test_accuracy"])
-                    if pareto_csv.exists() else pd.DataFrame(columns=["number", "test_accuracy"]))
-        return front.merge(measured, on="number", how="left")
+        measured = pd.read_csv(pareto_csv) if pareto_csv.exists() else pd.DataFrame()
+        # runs written before the front was timed at the end keep their trials' latency
+        cols = ["number", *(c for c in MEASURED_AT_END if c in measured)]
+        front = front_of(self.trials, self.config).drop(columns=cols[1:], errors="ignore")
+        if "test_accuracy" not in cols:
+            front = front.assign(test_accuracy=float("nan"))
+        return front.merge(measured.reindex(columns=cols), on="number", how="left")
 
     def trial_model(self, baseline: nn.Module, number: int) -> nn.Module | None:
         """Trial ``number``'s plan applied to (a copy of) ``baseline`` with the fine-tuned

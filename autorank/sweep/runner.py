@@ -36,14 +36,22 @@ from ..models import get_model_spec, load_checkpoint
 from ..runtime import resolve_device
 from ..samplers import make_sampler
 from ..types import Baseline
+from .finalize import finalize
 from .interrupt import held_interrupts, record_interrupt
-from .report import chance_warning, front_objective, plot_front
-from .results import SearchResult, front_of, load_run, trained_model
+from .report import chance_warning
+from .results import SearchResult, front_of, load_run
 from .rundir import RunDir, check_resumable, saved_config, unstarted_run
 from .rungs import Scheduler, claim_promotion, open_rung_study, trial_params
 from .space import build_space
 from .storage import hide_password, open_storage, run_storage
-from .study import INTERRUPTED, Heartbeat, ask_new, counts, fail_interrupted, open_study
+from .study import (
+    INTERRUPTED,
+    Heartbeat,
+    ask_new,
+    counts,
+    fail_interrupted,
+    open_study,
+)
 from .table import record, trials_frame, write_frame
 from .trial import TrialContext, run_trial
 
@@ -52,7 +60,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Progress:
-    """Where a running search stands, handed to the ``progress`` callback after every trial."""
+    """Where a running search stands, handed to the ``progress`` callback: once when the
+    trials start (``phase`` "start"), after every trial ("trials"), and once when the last
+    trial has ended and the front is measured ("final": test accuracy and latency, which
+    ``eta_s`` then estimates). ``message`` says in words what a "start" or "final" does."""
 
     done: int
     failed: int
@@ -61,6 +72,8 @@ class Progress:
     eta_s: float
     front: pd.DataFrame
     per_rung: tuple[int, ...] = ()  # multi-fidelity: trials that finished each rung
+    phase: str = "trials"
+    message: str = ""
 
 
 class Studies(NamedTuple):
@@ -288,10 +301,20 @@ def _search_run(cfg: SearchConfig, run: RunDir, storage: Any,
         device="cuda" if res.gpus_per_trial > 0 else _device(cfg),
         weights_dir=str(run.weights), seed=cfg.seed,
         accuracy_floor=accuracy_floor(cfg.space, baseline.val_accuracy))
-    on_done = _notify(studies, run, cfg, time.time(), done_before, progress)
+    start = time.time()
+    on_done = _notify(studies, run, cfg, start, done_before, progress)
     if scheduler(cfg, studies).next().kind != "done":
+        if progress is not None:
+            progress(Progress(
+                done=done_before, failed=0, budget=cfg.budget, elapsed_s=0.0, eta_s=0.0,
+                front=pd.DataFrame(), phase="start",
+                message=f"{len(space.layers)} layers searched, {res.parallel} trial(s) at a time "
+                        f"({cfg.runner}); each line below is one trial ended"))
         _run_trials(cfg, ctx, studies, res, run, on_done)
-    _finalize(cfg, run, studies, model, data, baseline)
+    finalize(cfg, run, studies, model, data, baseline,
+             lambda eta, message: progress and progress(Progress(
+                 done=cfg.budget, failed=0, budget=cfg.budget, elapsed_s=time.time() - start,
+                 eta_s=eta, front=pd.DataFrame(), phase="final", message=message)))
 
 
 def scheduler(cfg: SearchConfig, studies: Studies) -> Scheduler:
@@ -349,31 +372,3 @@ def _run_trials(cfg: SearchConfig, ctx: TrialContext, studies: Studies, res: Res
     storage_path = Path(cfg.storage_path).expanduser() if cfg.storage_path else run.path / "ray"
     run_ray(ctx, studies=studies, jobs=scheduler(cfg, studies), parallel=res.parallel,
             resources=resources, storage_path=storage_path, on_done=on_done)
-
-
-def _finalize(cfg: SearchConfig, run: RunDir, studies: Studies, model: nn.Module,
-              data: DataBundle, baseline: Baseline) -> None:
-    """Trials table, the front with its test accuracy, the baseline's, the plot; prune weights."""
-    device = _device(cfg)
-    frame = trials_frame(*studies)
-    write_frame(run.trials, frame)
-    front = front_of(frame, cfg)
-    if baseline.test_accuracy is None:
-        baseline = dataclasses.replace(baseline, test_accuracy=evaluate(model, data, "test",
-                                                                          device=device))
-        write_json(run.baseline, baseline.to_json())
-    tests = []
-    for row in front.itertuples():
-        trained = trained_model(model, str(row.plan), run.weights / f"trial-{row.number}.pt",
-                                input_shape=(1, *data.input_shape))
-        tests.append(evaluate(trained, data, "test", device=device) if trained else float("nan"))
-    front = front.assign(test_accuracy=tests)
-    write_frame(run.pareto, front)
-    keep = {f"trial-{n}.pt" for n in front["number"]}
-    if run.weights.exists():
-        for path in run.weights.glob("trial-*.pt"):
-            if path.name not in keep:
-                path.unlink()
-    plot_front(frame, front, baseline, run.plot, objective=front_objective(cfg.space))
-
-

@@ -22,7 +22,7 @@ from ..decompose import apply_plan
 from ..engine import FinetuneConfig, TeacherCache, evaluate, recover
 from ..errors import NonFiniteLossError
 from ..latency import LatencyModel, Target
-from ..metrics import measure_cost
+from ..metrics import count_flops, count_params, measure_cost
 from ..models import get_model
 from ..runtime import num_threads
 from ..types import Plan, TrialOutcome, plan_to_json
@@ -113,10 +113,15 @@ def rung_steps(ctx: TrialContext, rung: int) -> int | None:
 
 
 def train_and_measure(ctx: TrialContext, model: nn.Module,
-                      finetune: FinetuneConfig | None = None) -> TrialOutcome:
+                      finetune: FinetuneConfig | None = None, *,
+                      latency: bool = False) -> TrialOutcome:
     """A trial's recipe on any compressed ``model``: :func:`autorank.engine.recover` (BN
     recalibration, the fine-tune with distillation from the baseline), validation accuracy,
-    then params, FLOPs and latency.
+    then params and FLOPs, and with ``latency`` its measured latency.
+
+    A search leaves ``latency`` off: trials running side by side on shared cores time each
+    other's load, not the model. The search times its front's models at the end, one after
+    another and interleaved with the dense model (``runner._finalize``).
 
     ``run_trial`` calls it on the plan's model; benches call it on models compressed another
     way (pruning, say), so that both are measured by exactly the same recipe.
@@ -130,12 +135,15 @@ def train_and_measure(ctx: TrialContext, model: nn.Module,
     accuracy = evaluate(model, ctx.data, "val", device=ctx.device)
     evaluate_s = time.perf_counter() - start
     model = model.to("cpu") if ctx.device == "cpu" else model
-    cost = measure_cost(model, ctx.data.input_shape, latency_batch=ctx.space.config.latency_batch)
+    params, flops = count_params(model), count_flops(model, (1, *ctx.data.input_shape))
+    timed = (measure_cost(model, ctx.data.input_shape,
+                          latency_batch=ctx.space.config.latency_batch) if latency else None)
     return TrialOutcome(
-        val_accuracy=accuracy, params=cost.params, flops=cost.flops,
-        latency_ms=cost.latency_ms, latency_batch_ms=cost.latency_batch_ms,
-        params_ratio=ctx.baseline_params / cost.params,
-        flops_ratio=ctx.baseline_flops / cost.flops if cost.flops else math.inf,
+        val_accuracy=accuracy, params=params, flops=flops,
+        latency_ms=timed.latency_ms if timed else None,
+        latency_batch_ms=timed.latency_batch_ms if timed else None,
+        params_ratio=ctx.baseline_params / params,
+        flops_ratio=ctx.baseline_flops / flops if flops else math.inf,
         finetune_s=finetune_s, evaluate_s=evaluate_s)
 
 
