@@ -112,6 +112,21 @@ def test_ctrl_c_stops_a_local_search_and_the_hint_resumes_it(tmp_path: Path,
     # the run's flags are saved: the hint repeats neither --budget nor --runner
     assert _HINT.search(done.stderr)[3] == f"autorank search --out {out} --resume"
     _resume_by_the_hint(done, out, budget, before)
+    _interrupted_seeds_ran(out)
+
+
+def _interrupted_seeds_ran(out: Path) -> None:
+    """Every seed plan (an enqueued trial) that was interrupted completed on resume."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{out / 'study.db'}")
+    trials = study.get_trials(deepcopy=False)
+    interrupted = [t.system_attrs["fixed_params"] for t in trials
+                   if "fixed_params" in t.system_attrs
+                   and str(t.user_attrs.get("error", "")).startswith("interrupted")]
+    completed = [t.params for t in trials if t.state == TrialState.COMPLETE]
+    assert all(params in completed for params in interrupted), (interrupted, completed)
 
 
 def test_sigterm_stops_a_local_search_with_status_143(tmp_path: Path,
@@ -145,3 +160,28 @@ def test_a_held_interrupt_comes_after_the_block() -> None:
     with held_interrupts(deliver=False):
         os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_an_interrupted_seed_plan_is_enqueued_again_once() -> None:
+    import optuna
+
+    from autorank.sweep.study import _fail, requeue_interrupted_seeds
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for w in (0.25, 0.5):
+        study.enqueue_trial({"w": w})
+    seed, other = study.ask(), study.ask()
+    for t in (seed, other):
+        t.suggest_float("w", 0.0, 1.0)
+    sampled = study.ask()
+    sampled.suggest_float("w", 0.0, 1.0)
+    study.tell(other, [0.5, 1.0])
+    _fail(study, seed, "the search was killed")  # a seed plan interrupted
+    _fail(study, sampled, "the search was killed")  # a sampled plan interrupted: not requeued
+    assert requeue_interrupted_seeds(study) == [seed.number]
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [{"w": 0.25}]
+    assert requeue_interrupted_seeds(study) == []  # asked twice (a second resume): once
+    again = study.ask()
+    assert again.suggest_float("w", 0.0, 1.0) == 0.25

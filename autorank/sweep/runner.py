@@ -51,6 +51,7 @@ from .study import (
     counts,
     fail_interrupted,
     open_study,
+    requeue_interrupted_seeds,
 )
 from .table import record, trials_frame, write_frame
 from .trial import TrialContext, run_trial
@@ -288,6 +289,7 @@ def _search_run(cfg: SearchConfig, run: RunDir, storage: Any,
             study.enqueue_trial(params, skip_if_exists=True)
     else:
         fail_interrupted(study)
+        requeue_interrupted_seeds(study)
         if studies.rungs is not None:
             fail_interrupted(studies.rungs)
     done_before, running = counts(study)

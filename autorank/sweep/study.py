@@ -154,6 +154,30 @@ def fail_interrupted(study: Any) -> None:
         _fail(study, t, "the search was killed")
 
 
+def requeue_interrupted_seeds(study: Any) -> list[int]:
+    """On resume: enqueue again the seed plans (enqueued trials: EVBMF, MUSCO, uniform
+    pruning) whose trial was interrupted, unless a trial of the same parameters is waiting,
+    running or has ended on its own. A sampled trial is not requeued: the sampler draws anew.
+    Returns the numbers of the interrupted trials whose plans were requeued."""
+    def fixed(t: Any) -> dict[str, Any] | None:
+        params = t.system_attrs.get("fixed_params")
+        return dict(params) if params is not None else None
+
+    trials = study.get_trials(deepcopy=False)
+    alive = [fixed(t) or t.params for t in trials if not is_interrupted(t)]
+    out = []
+    for t in trials:
+        params = fixed(t)
+        if params is None or not is_interrupted(t) or params in alive:
+            continue
+        study.enqueue_trial(params)
+        alive.append(params)
+        out.append(t.number)
+    if out:
+        log.info("seed plan(s) of interrupted trial(s) %s enqueued again", out)
+    return out
+
+
 def counts(study: Any) -> tuple[int, int]:
     """(finished, running): trials that ran to an end (complete, or failed on their own), and
     trials running now in any driver."""
