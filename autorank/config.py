@@ -4,6 +4,7 @@ flags over it, and the resolved configuration saved with the run."""
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -85,6 +86,10 @@ class SpaceConfig:
     # users pick models; None: every trial counts alike. The front lists every trial anyway.
     max_drop: float | None = 0.10
     latency_batch: int = 32
+    # the target latency is predicted for (the latency objective) and the front is timed on
+    # at the end: torch (eager) or onnxruntime, and the latency objective's batch size
+    latency_backend: str = "torch"
+    latency_objective_batch: int = 1
     # how ``prune`` picks the channels it keeps: l1 / l2 filter norm (Li et al. 2017), or the
     # L2 norm of the whole coupled group (DepGraph, Fang et al. 2023)
     prune_importance: str = "l1"
@@ -131,8 +136,14 @@ def _check_space(cfg: SpaceConfig) -> None:
     if cfg.prune_importance not in ("l1", "l2", "group"):
         raise _fail("prune_importance", f"unknown {cfg.prune_importance!r}; expected one of "
                     "['l1', 'l2', 'group']")
-    if cfg.min_params < 0 or cfg.latency_batch < 1:
-        raise _fail("min_params/latency_batch", "must be >= 0 and >= 1")
+    if cfg.min_params < 0 or cfg.latency_batch < 1 or cfg.latency_objective_batch < 1:
+        raise _fail("min_params/latency_batch/latency_objective_batch", "must be >= 0, >= 1, >= 1")
+    if cfg.latency_backend not in ("torch", "onnxruntime"):
+        raise _fail("latency_backend", f"unknown {cfg.latency_backend!r}; expected one of "
+                    "['torch', 'onnxruntime']")
+    if cfg.latency_backend == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
+        raise _fail("latency_backend", "onnxruntime is not installed: pip install "
+                    "'autorank[onnx]', or use torch")
     if (cfg.finetune.steps is None) == (cfg.finetune.epochs is None):
         raise _fail("finetune", "give exactly one of steps and epochs")
 
@@ -141,6 +152,7 @@ _TYPES: dict[str, type] = {"methods": tuple, "exclude": tuple, "exclude_first_co
                            "exclude_classifier": bool, "min_params": int, "strength": tuple,
                            "scale": tuple, "groups": int, "musco_w": float, "max_drop": float,
                            "objectives": tuple, "sampler": str, "latency_batch": int, "finetune": dict,
+                           "latency_backend": str, "latency_objective_batch": int,
                            "fidelity": dict, "prune_importance": str}
 
 

@@ -129,9 +129,12 @@ def test_latency_command_reads_a_run_and_refuses_bad_input(tiny_run: Path, tmp_p
 
 def test_a_latency_objective_search_steers_on_the_table(tmp_path: Path, tiny_checkpoint: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+    import json
+
     import pandas as pd
 
-    from autorank.config import make_config
+    from autorank.config import make_config, space_from_dict
     from autorank.sweep import search
 
     monkeypatch.setenv("AUTORANK_CACHE_DIR", str(tmp_path / "cache"))
@@ -139,6 +142,9 @@ def test_a_latency_objective_search_steers_on_the_table(tmp_path: Path, tiny_che
                       checkpoint=str(tiny_checkpoint), val_source="train", budget=3,
                       runner="local", out=str(tmp_path / "run"), seed=0, finetune_steps=5,
                       objectives=["accuracy", "latency"])
+    backend = "onnxruntime" if importlib.util.find_spec("onnxruntime") else "torch"
+    cfg = dataclasses.replace(cfg, space=space_from_dict(
+        {"latency_backend": backend, "latency_objective_batch": 4}, base=cfg.space))
     result = search(cfg)
     trials = pd.read_csv(result.path / "trials.csv")
     done = trials[trials["state"] == "complete"]
@@ -146,6 +152,8 @@ def test_a_latency_objective_search_steers_on_the_table(tmp_path: Path, tiny_che
     assert done["latency_ms"].isna().all()  # trials are not timed: shared cores
     tables = list((tmp_path / "cache" / "latency").glob("*.json"))
     assert len(tables) == 1
+    about = json.loads(tables[0].read_text())["about"]  # the preset's target, not batch 1 torch
+    assert (about["batch"], about["backend"]) == (4, backend)
     # the front is over the predicted latency: no trial on it is dominated in that plane
     front = result.pareto()
     for _, row in front.iterrows():
@@ -156,3 +164,13 @@ def test_a_latency_objective_search_steers_on_the_table(tmp_path: Path, tiny_che
         assert better.empty
     # the front's models are timed at the end, one by one, beside the dense model
     assert (front["latency_ms"] > 0).all() and result.baseline["latency_ms"] > 0
+
+
+def test_a_latency_target_the_preset_cannot_have_is_one_line() -> None:
+    from autorank.config import space_from_dict
+    from autorank.errors import UserError
+
+    with pytest.raises(UserError, match="latency_backend: unknown 'tensorrt'"):
+        space_from_dict({"latency_backend": "tensorrt"})
+    with pytest.raises(UserError, match="latency_objective_batch"):
+        space_from_dict({"latency_objective_batch": 0})

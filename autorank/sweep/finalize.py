@@ -50,7 +50,8 @@ def finalize(cfg: SearchConfig, run: RunDir, studies: tuple[Any, Any | None], mo
         # latency depends on the structure only: a trial whose weights are gone is timed too
         models[int(row.number)] = trained if trained is not None else apply_plan(
             model, plan_from_json(str(row.plan)), input_shape=shape, structure_only=True)
-    timed = time_models(model, models, data.input_shape, device, cfg.space.latency_batch)
+    timed = time_models(model, models, data.input_shape, device, cfg.space.latency_batch,
+                        backend=cfg.space.latency_backend)
     baseline = dataclasses.replace(baseline, latency_ms=timed["baseline"][0],
                                    latency_batch_ms=timed["baseline"][1])
     write_json(run.baseline, baseline.to_json())
@@ -67,7 +68,8 @@ def finalize(cfg: SearchConfig, run: RunDir, studies: tuple[Any, Any | None], mo
 
 
 def time_models(dense: nn.Module, models: dict[int, nn.Module], input_shape: tuple[int, ...],
-                device: str, latency_batch: int) -> dict[Any, tuple[float, float]]:
+                device: str, latency_batch: int, *,
+                backend: str = "torch") -> dict[Any, tuple[float, float]]:
     """Median latency (ms) at batch 1 and ``latency_batch`` of each of ``models`` and of the
     ``dense`` one (key "baseline"), timed in turn on this process's threads by the latency
     table's protocol (:func:`autorank.latency.measure_models`), so that the front's speed-ups
@@ -77,7 +79,8 @@ def time_models(dense: nn.Module, models: dict[int, nn.Module], input_shape: tup
     named: dict[Any, nn.Module] = {"baseline": dense, **models}
     out: dict[Any, list[float]] = {key: [] for key in named}
     for batch in (1, latency_batch):
-        target = Target(device=device, threads=torch.get_num_threads(), batch=batch)
+        target = Target(device=device, threads=torch.get_num_threads(), batch=batch,
+                        backend=backend)
         ms = measure_models({str(k): m.eval() for k, m in named.items()}, input_shape, target)
         for key in named:
             out[key].append(ms[str(key)])

@@ -74,13 +74,16 @@ _LATENCY: dict[str, LatencyModel] = {}
 
 
 def predicted_latency(ctx: TrialContext, plan: Plan) -> float | None:
-    """The plan's batch-1 latency from the latency table of the trial's device and threads
-    (measured lazily, shared on disk), when latency is one of the search's objectives."""
+    """The plan's latency from the latency table of the trial's device and threads, at the
+    space's ``latency_objective_batch`` on its ``latency_backend`` (measured lazily, shared on
+    disk), when latency is one of the search's objectives."""
     if "latency" not in ctx.space.config.objectives:
         return None
     if ctx.key not in _LATENCY:
         _LATENCY.clear()
-        target = Target(device=ctx.device, threads=ctx.threads, batch=1, backend="torch")
+        config = ctx.space.config
+        target = Target(device=ctx.device, threads=ctx.threads,
+                        batch=config.latency_objective_batch, backend=config.latency_backend)
         _LATENCY[ctx.key] = LatencyModel(_teacher(ctx).teacher, ctx.data.input_shape, target)
     return _LATENCY[ctx.key].predict(plan)
 
