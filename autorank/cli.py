@@ -292,11 +292,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"autorank {_version()}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    # the same two flags after the command too (``autorank search ... --debug``); SUPPRESS
+    # keeps a subcommand's default from overwriting one given before the command
+    common = _Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                 parser_class=_Parser)
     for name, (add_args, handler) in _COMMANDS.items():
         doc = (handler.__doc__ or "").strip().splitlines()
-        p = sub.add_parser(name, help=doc[0] if doc else None)
+        p = sub.add_parser(name, help=doc[0] if doc else None, parents=[common])
         add_args(p)
         p.set_defaults(handler=handler)
     return parser

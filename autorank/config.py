@@ -304,6 +304,8 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if self.budget < 1:
             raise UserError(f"--budget must be a positive number of trials, got {self.budget}")
+        if not 0 <= self.seed < 2**32:
+            raise UserError(f"--seed must be in [0, 2**32), got {self.seed}")
         if self.runner not in RUNNERS:
             raise UserError(f"--runner must be one of {list(RUNNERS)}, got {self.runner!r}")
         if self.val_source not in VAL_SOURCES:

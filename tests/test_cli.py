@@ -126,3 +126,22 @@ def test_model_catalog_is_the_registry() -> None:
 
     assert sorted(MODELS) == list_models()
     assert {name: get_model_spec(name).family for name in list_models()} == MODELS
+
+
+def test_more_bad_input_is_one_line_and_leaves_nothing(tmp_path: Path, tiny_checkpoint: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    # a text file as checkpoint, a negative seed, a GPU that is not there: exit 2, one line,
+    # no run directory; --debug after the command shows the traceback instead
+    text = tmp_path / "notes.txt"
+    text.write_text("hi\n")
+    base = ["search", "--model", "tiny_cnn", "--dataset", "digits", "--space", "tiny"]
+    for extra, words in ((["--checkpoint", str(text)], "is not a PyTorch checkpoint"),
+                         (["--checkpoint", str(tiny_checkpoint), "--seed", "-1"], "--seed"),
+                         (["--checkpoint", str(tiny_checkpoint), "--gpus-per-trial", "1"],
+                          "no GPU is visible")):
+        out = tmp_path / "run"
+        code, _, err = run([*base, *extra, "--out", str(out)], capsys)
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+        assert not out.exists(), extra
+    with pytest.raises(UserError):
+        main([*base, "--checkpoint", str(text), "--out", str(tmp_path / "run"), "--debug"])

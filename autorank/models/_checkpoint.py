@@ -46,6 +46,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             f"checkpoint {str(file)!r} is not a plain tensor checkpoint (weights_only load "
             f"refused it: {first}); save model.state_dict(), not the model object"
         ) from e
+    except Exception as e:  # arbitrary bytes fail in pickle's dispatch with any error type
+        raise UserError(
+            f"checkpoint {str(file)!r} is not a PyTorch checkpoint ({type(e).__name__} while "
+            "reading it); give a file written by torch.save(model.state_dict(), PATH)"
+        ) from e
     state = _unwrap(obj)
     if state is None:
         raise UserError(

@@ -212,9 +212,10 @@ def _per_rung(frame: pd.DataFrame, fidelity: Fidelity | None) -> tuple[int, ...]
 
 
 def _check_names(cfg: SearchConfig) -> None:
-    """Refuse an unknown model or data set, or a checkpoint that cannot be used (unreadable,
-    NaN weights), before anything is written."""
+    """Refuse an unknown model or data set, a checkpoint that cannot be used (unreadable,
+    NaN weights), or resources that are not here (a GPU), before anything is written."""
     get_model_spec(cfg.model)
+    resolve_resources(cfg)
     if cfg.checkpoint is not None:
         load_checkpoint(cfg.checkpoint)
     if cfg.dataset.partition(":")[0] not in list_datasets():
