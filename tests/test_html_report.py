@@ -171,3 +171,14 @@ def test_every_panel_draws_in_headless_chromium(page: Path, tiny_run: Path, tmp_
         assert _pixels_near(area, "#1f77b4") > 50 and _pixels_near(area, "#d62728") > 50, box
     heat = _crop(image, heatmap["plot_areas"][0])
     assert (heat < 250).any(axis=-1).mean() > 0.5, "the heatmap's cells are not filled"
+
+
+def test_cli_report_html_to_a_path_it_cannot_write(tiny_run: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert main(["report", str(run), "--html", str(blocker / "r.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--html" in err[0] and "is a file" in err[0], err

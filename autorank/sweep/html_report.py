@@ -186,9 +186,15 @@ def html_page(result: SearchResult) -> str:
 
 def write_html(result: SearchResult, path: str | os.PathLike[str] | None = None) -> Path:
     """Write :func:`html_page` to ``path`` (default ``report.html`` in the run directory)."""
-    from .._io import atomic_write
+    from .._io import atomic_write, check_writable
+    from ..errors import UserError
 
     target = Path(path) if path else result.path / "report.html"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, html_page(result))
+    check_writable(target.parent, "--html")
+    page = html_page(result)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(target, page)
+    except OSError as err:
+        raise UserError(f"--html {str(target)!r} cannot be written: {err.strerror or err}") from err
     return target
