@@ -161,7 +161,7 @@ def _keep_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False  # already imported: the variable came too late
 
 
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail within ``timeout_s`` when nothing listens at ``host:port``.
 
     Ray itself retries a dead GCS address for minutes before giving up; one TCP connect says
@@ -201,7 +201,7 @@ def init_ray(address: str | None, num_cpus: int | None, num_gpus: int | None) ->
     if ray.is_initialized():
         return
     if address:
-        _check_reachable(address)
+        check_reachable(address)
         if address.rsplit(":", 1)[0] in _LOOPBACK:
             _keep_loopback()
         try:

@@ -216,6 +216,10 @@ def _check_names(cfg: SearchConfig) -> None:
     NaN weights), or resources that are not here (a GPU), before anything is written."""
     get_model_spec(cfg.model)
     resolve_resources(cfg)
+    if cfg.address and cfg.runner == "ray":
+        from .ray_runner import check_reachable
+
+        check_reachable(cfg.address)
     if cfg.checkpoint is not None:
         load_checkpoint(cfg.checkpoint)
     if cfg.dataset.partition(":")[0] not in list_datasets():
