@@ -151,6 +151,19 @@ def test_ctrl_c_stops_a_ray_search_and_the_hint_resumes_it(tmp_path: Path,
     _resume_by_the_hint(done, out, budget, before)
 
 
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_stops_a_ray_search_with_status_143(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """SIGTERM to the whole group (systemd's stop, ``kill -TERM -PGID``): Ray's processes hold
+    it blocked, so the driver records the interrupt and stops them; nothing is left running."""
+    out, budget = tmp_path / "run", 4
+    argv = _search_argv(out, tiny_checkpoint, budget, "--runner", "ray", "--parallel", "2",
+                        "--cpus-per-trial", "1")
+    done, took = _interrupt_after_first_trial(argv, out, signal.SIGTERM, group=True)
+    _check_interrupted(done, out, budget, 143)
+    assert took < 60, f"{took:.0f} s to stop"
+
+
 def test_a_held_interrupt_comes_after_the_block() -> None:
     handler, steps = signal.getsignal(signal.SIGINT), []
     with pytest.raises(KeyboardInterrupt), held_interrupts():

@@ -181,14 +181,28 @@ def check_reachable(address: str, timeout_s: float = 5.0) -> None:
 
 
 @contextmanager
-def _keep_sigterm_handler() -> Iterator[None]:
+def _keep_sigterm_handler(*, shield: bool = False) -> Iterator[None]:
     """Keep a SIGTERM handler the caller set (the CLI's: stop like Ctrl-C) over ``ray.init``,
-    which replaces it with an exit; without one, Ray's stays."""
+    which replaces it with an exit; without one, Ray's stays.
+
+    With ``shield`` (a local cluster ``ray.init`` starts) and such a handler, SIGTERM is
+    blocked while Ray starts its processes, which inherit the blocked mask as they inherit
+    Ray's own blocked SIGINT: a SIGTERM sent to the whole process group (``kill -TERM
+    -PGID``, systemd's stop) then reaches only the driver, which records the interrupt and
+    stops them. Unshielded, the raylet died first and took the driver with it (exit 1).
+    """
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
-    yield
-    if callable(previous):
-        signal.signal(signal.SIGTERM, previous)
+    blocked = shield and callable(previous)
+    if blocked:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        if callable(previous):
+            signal.signal(signal.SIGTERM, previous)
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def init_ray(address: str | None, num_cpus: int | None, num_gpus: int | None) -> None:
@@ -211,7 +225,7 @@ def init_ray(address: str | None, num_cpus: int | None, num_gpus: int | None) ->
             raise UserError(f"no Ray cluster at --address {address!r}: {err}") from err
         return
     _keep_loopback()
-    with _keep_sigterm_handler():
+    with _keep_sigterm_handler(shield=True):
         ray.init(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False,
                  log_to_driver=False, configure_logging=False, _node_ip_address="127.0.0.1")
 
