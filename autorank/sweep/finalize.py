@@ -40,7 +40,6 @@ def finalize(cfg: SearchConfig, run: RunDir, studies: tuple[Any, Any | None], mo
     if baseline.test_accuracy is None:
         baseline = dataclasses.replace(baseline, test_accuracy=evaluate(model, data, "test",
                                                                           device=device))
-        write_json(run.baseline, baseline.to_json())
     tests, models = [], {}
     shape = (1, *data.input_shape)
     for row in front.itertuples():

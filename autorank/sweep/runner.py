@@ -31,7 +31,7 @@ from ..config import (
 from ..data import DataBundle, list_datasets
 from ..engine import evaluate
 from ..errors import UserError
-from ..metrics import measure_cost
+from ..metrics import count_flops, count_params
 from ..models import get_model_spec, load_checkpoint
 from ..runtime import resolve_device
 from ..samplers import make_sampler
@@ -139,15 +139,15 @@ def _saved(cfg: SearchConfig) -> SearchConfig:
 
 def _baseline_record(cfg: SearchConfig, run: RunDir, model: nn.Module,
                      data: DataBundle, transfer: dict[str, Any] | None = None) -> Baseline:
-    """The run's baseline record: read back from ``baseline.json``, or measured and written."""
+    """The run's baseline record: read back from ``baseline.json``, or measured and written.
+    Its latency is timed at the end, beside the front's models (``finalize``)."""
     if run.baseline.exists():
         return Baseline.from_json(json.loads(run.baseline.read_text()))
-    cost = measure_cost(model, data.input_shape, latency_batch=cfg.space.latency_batch)
     baseline = Baseline(
         model=cfg.model, dataset=cfg.dataset, val_source=data.val_source,
         val_images=data.num_examples("val"), test_images=data.num_examples("test"),
-        val_accuracy=evaluate(model, data, "val", device=_device(cfg)), params=cost.params,
-        flops=cost.flops, latency_ms=cost.latency_ms, latency_batch_ms=cost.latency_batch_ms,
+        val_accuracy=evaluate(model, data, "val", device=_device(cfg)),
+        params=count_params(model), flops=count_flops(model, (1, *data.input_shape)),
         num_classes=data.num_classes, transfer=transfer)
     crash_point("baseline")
     write_json(run.baseline, baseline.to_json())
