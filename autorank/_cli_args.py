@@ -168,6 +168,8 @@ def train_args(p: argparse.ArgumentParser) -> None:
                    help="initial learning rate of the cosine schedule (default 0.1)")
     p.add_argument("--batch-size", type=int, default=128, help="training batch size (default 128)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--keep-epochs", action="store_true",
+                   help="also keep every epoch's weights, each a checkpoint, in <checkpoint>.epochs/")
     data_size_args(p)
 
 

@@ -118,8 +118,9 @@ class EpochSaver:
     under the cache key, the validation accuracy reported."""
 
     def __init__(self, path: Path, key: str, model: nn.Module, data: DataBundle,
-                 reporter: Reporter) -> None:
+                 reporter: Reporter, keep: tuple[Path, dict[str, Any]] | None = None) -> None:
         self.path, self.key, self.model, self.data, self.reporter = path, key, model, data, reporter
+        self.keep = keep  # (folder, meta): every epoch's weights kept there as a checkpoint
 
     def load(self) -> dict[str, Any] | None:
         if not self.path.is_file():
@@ -144,8 +145,21 @@ class EpochSaver:
         val = evaluate(self.model, self.data, "val", device=self.reporter.device) \
             if len(self.data.val) else None
         steps = int(state["step"]) + self.reporter.offset
+        if self.keep is not None:
+            self._keep(epoch, loss, val)
         self.reporter.report(steps, loss, val)
         inject_fault(f"{self.reporter.kind}-epoch-{-(-steps // self.reporter.per_epoch)}")
+
+    def _keep(self, epoch: int, loss: float, val: float | None) -> None:
+        """This epoch's weights as a checkpoint of their own (``epoch-NNN.pt``), loadable like
+        the final one: what the model was at every epoch, for measurements along training."""
+        assert self.keep is not None
+        folder, meta = self.keep
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        save_atomic(folder / f"epoch-{epoch:03d}.pt", {"state_dict": state, "meta": {
+            **meta, "epoch": epoch, "loss": loss,
+            "val_accuracy": -1.0 if val is None else val}})
 
 
 def inject_fault(point: str) -> None:

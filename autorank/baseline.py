@@ -40,9 +40,9 @@ from .models import (
 )
 
 __all__ = ["BaselineProgress", "BaselineSpec", "LoadedBaseline", "PreparedBaseline",
-           "ProgressCallback", "baseline_path", "data_fingerprint", "finish_baseline",
-           "load_baseline", "prepare_baseline", "resolve_val_source", "train_baseline",
-           "transfer_baseline"]
+           "ProgressCallback", "baseline_path", "data_fingerprint", "epochs_dir",
+           "finish_baseline", "load_baseline", "prepare_baseline", "resolve_val_source",
+           "train_baseline", "transfer_baseline"]
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +249,13 @@ def baseline_path(
     return _cache_dir(cache_dir) / f"{model_name}-{_slug(dataset)}-e{epochs}-s{seed}-{digest}.pt"
 
 
+def epochs_dir(checkpoint: str | os.PathLike[str]) -> Path:
+    """Where ``train_baseline(..., keep_epochs=True)`` keeps every epoch's weights:
+    ``<checkpoint>.epochs/epoch-NNN.pt``."""
+    path = Path(checkpoint)
+    return path.with_name(f"{path.name}.epochs")
+
+
 def _slug(dataset: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset)[-40:]
 
@@ -269,6 +276,7 @@ def train_baseline(
     on_progress: ProgressCallback | None = None,
     input_size: int | None = None,
     num_classes: int | None = None,
+    keep_epochs: bool = False,
 ) -> Path:
     """Train a registered model from scratch and save ``{"state_dict", "meta"}``.
 
@@ -289,6 +297,10 @@ def train_baseline(
     uninterrupted run gives (on CPU, bit for bit). ``on_progress`` gets a
     :class:`BaselineProgress` after the first few steps (with the time estimate) and after
     every epoch (loss, validation accuracy); without it they are logged at INFO.
+
+    With ``keep_epochs`` every epoch's weights are also kept, each a checkpoint of its own
+    (``meta`` with ``epoch``, ``loss`` and ``val_accuracy``), in the folder
+    :func:`epochs_dir` names beside the checkpoint; they stay after the training ends.
 
     Returns:
         The checkpoint path; it loads with ``torch.load(..., weights_only=True)``.
@@ -318,14 +330,16 @@ def train_baseline(
         return path
     key = _key(model_name, dataset, epochs=epochs, seed=seed, lr=lr, batch_size=batch_size,
                content=content, input_size=size)
+    recipe = {"model": model_name, "dataset": dataset, "epochs": epochs, "seed": seed,
+              "lr": lr, "batch_size": batch_size, "num_classes": data.num_classes,
+              "input_size": size}
     saver = EpochSaver(path.with_name(f".{path.name}.partial"), key, model, data, Reporter(
         model_name, dataset, str(resolve_device(device)), epochs,
-        math.ceil(len(data) / batch_size), len(data), on_progress))
+        math.ceil(len(data) / batch_size), len(data), on_progress),
+        keep=(epochs_dir(path), recipe) if keep_epochs else None)
     finetune(model, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
              device=device, progress=progress, hook=saver.reporter, checkpoint=saver)
-    meta = {"model": model_name, "dataset": dataset, "epochs": epochs, "seed": seed,
-            "lr": lr, "batch_size": batch_size, "num_classes": data.num_classes,
-            "input_size": size,
+    meta = {**recipe,
             "val_accuracy": evaluate(model, data, "val", device=device) if len(data.val) else -1.0,
             "test_accuracy": evaluate(model, data, "test", device=device)}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}

@@ -208,7 +208,8 @@ def _train(args: argparse.Namespace) -> int:
                           batch_size=args.batch_size, device=args.device, progress=True,
                           on_progress=_baseline_printer("training a {model} baseline",
                                                         "the checkpoint is written after it"),
-                          input_size=args.input_size, num_classes=args.num_classes)
+                          input_size=args.input_size, num_classes=args.num_classes,
+                          keep_epochs=args.keep_epochs)
     print(path)
     return 0
 

@@ -92,13 +92,24 @@ def rank_shares(name: str, checkpoint: Path) -> dict[str, float]:
             "evbmf_rank_share_init": evbmf_rank_share(get_model(name))}
 
 
-def measure_slides_model(name: str, cache: Path) -> list[dict[str, Any]]:
-    """Train (or find cached) the baseline, then ``vbmf-tucker2`` on it."""
+def measure_slides_model(name: str, cache: Path, long: bool = False) -> list[dict[str, Any]]:
+    """Train (or find cached) the baseline, then ``vbmf-tucker2`` on it. ``long``: the
+    baseline ``slides_baselines.py --train`` trained to the slides' accuracy (it must exist)."""
     _, lr, epochs, steps = SLIDES_MODELS[name]
     data_dir = os.environ["AUTORANK_DATA_DIR"]
     start, cpu = time.perf_counter(), time.process_time()
-    checkpoint = train_baseline(name, "cifar10", epochs=epochs, lr=lr, seed=0, progress=False,
-                                data_dir=data_dir, cache_dir=cache / "baselines")
+    if long:
+        import slides_baselines
+
+        checkpoint = slides_baselines.checkpoint(name, slides_baselines.RECIPES)
+        if not checkpoint.is_file():
+            raise SystemExit(f"{name}: no long baseline at {checkpoint}; train it first with "
+                             f"`python bench/slides_baselines.py --train {name}`")
+        _, _, lr, epochs = slides_baselines.RECIPES[name]
+    else:
+        checkpoint = train_baseline(name, "cifar10", epochs=epochs, lr=lr, seed=0,
+                                    progress=False, data_dir=data_dir,
+                                    cache_dir=cache / "baselines")
     train_s = time.perf_counter() - start  # ~0 when the baseline was cached
     train_cpu_s = time.process_time() - cpu
     meta = torch.load(checkpoint, map_location="cpu", weights_only=True)["meta"]
@@ -111,7 +122,14 @@ def measure_slides_model(name: str, cache: Path) -> list[dict[str, Any]]:
     return [_row(row, {"layers": len(out.stages[0].plan), "baseline_lr": lr,
                        "baseline_epochs": epochs, "train_images": len(data),
                        "baseline_val": meta["val_accuracy"], "train_s_this_call": train_s,
-                       "train_cpu_s_this_call": train_cpu_s, **rank_shares(name, checkpoint)})]
+                       "train_cpu_s_this_call": train_cpu_s, **rank_shares(name, checkpoint),
+                       "baseline_sha256": slides_sha256(checkpoint)})]
+
+
+def slides_sha256(path: Path) -> str:
+    import slides_baselines
+
+    return slides_baselines.sha256(path)
 
 
 def _direct_control(baseline: torch.nn.Module, data: Any, cfg: CompressConfig) -> float:
@@ -153,7 +171,8 @@ def measure_checkpoint(name: str, weights_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def run(name: str, *, cache: Path, weights_dir: Path | None, threads: int) -> list[dict[str, Any]]:
+def run(name: str, *, cache: Path, weights_dir: Path | None, threads: int,
+        long: bool = False) -> list[dict[str, Any]]:
     """Measure ``name`` and store its rows in ``ROWS_JSON`` (other models' rows are kept)."""
     torch.set_num_threads(threads)
     start, cpu = time.perf_counter(), time.process_time()
@@ -161,7 +180,7 @@ def run(name: str, *, cache: Path, weights_dir: Path | None, threads: int) -> li
         assert weights_dir is not None
         rows = measure_checkpoint(name, weights_dir)
     else:
-        rows = measure_slides_model(name, cache)
+        rows = measure_slides_model(name, cache, long)
     for r in rows:
         r.update(threads=threads, torch=torch.__version__)
     rows[-1]["call_wall_s"] = time.perf_counter() - start
@@ -222,6 +241,8 @@ def _paragraph(r: dict[str, Any], notes: dict[str, str]) -> str:
                  f"Our baseline was trained {r['baseline_epochs']} epoch(s) on "
                  f"{r['train_images']:,} images (lr {r['baseline_lr']}); our ratio is "
                  f"{'higher' if _params_ratio(r) > s[1] else 'lower'} ({_params_ratio(r):.2f}x vs {s[1]}x).")
+    if "baseline_sha256" in r:
+        head += f" Baseline checkpoint sha256 {r['baseline_sha256'][:16]}."
     if "evbmf_rank_share" in r:
         head += (f" EVBMF kept {_pct(r['evbmf_rank_share'])} % of the full ranks of the layers "
                  f"it may factorize ({_pct(r['evbmf_rank_share_init'])} % on a fresh "

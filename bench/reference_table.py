@@ -380,6 +380,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=None, help="measure one model with the strategies: "
                         "alexnet, resnet18, vgg16_bn, shufflenet_v2_x1_0, densenet161, "
                         "resnet20 or resnet56")
+    parser.add_argument("--long-baseline", action="store_true",
+                        help="with --only and a slides model: measure the baseline "
+                             "slides_baselines.py --train trained to the slides' accuracy")
     args = parser.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(args.models) - set(CHECKPOINTS))
@@ -419,7 +422,8 @@ def run_only(args: argparse.Namespace) -> int:
         return 2
     cache = Path(os.environ.get("AUTORANK_CACHE_DIR", Path.home() / ".cache" / "autorank"))
     strategies.run(args.only, cache=cache / "reference_table",
-                   weights_dir=Path(os.environ["AUTORANK_WEIGHTS_DIR"]), threads=args.threads)
+                   weights_dir=Path(os.environ["AUTORANK_WEIGHTS_DIR"]), threads=args.threads,
+                   long=args.long_baseline)
     raw = load_raw(args.out)
     if raw is not None:
         write(args.out, *raw)

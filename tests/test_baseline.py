@@ -59,19 +59,20 @@ def test_a_stopped_baseline_resumes_from_its_last_epoch_to_the_same_weights(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Stopped after epoch 1 of 3, training goes on from epoch 1's saved state (weights,
     optimizer, schedule, batch order, RNG) and ends bit for bit where a run that never
-    stopped ends."""
+    stopped ends. With ``keep_epochs`` every epoch's weights stay, each a checkpoint."""
     whole = train_baseline("tiny_cnn", "digits", epochs=3, cache_dir=tmp_path / "a",
                            progress=False)
     monkeypatch.setenv("AUTORANK_INJECT_FAULT", "raise:baseline-epoch-1")
     with pytest.raises(RuntimeError, match="injected fault at baseline-epoch-1"):
-        train_baseline("tiny_cnn", "digits", epochs=3, cache_dir=tmp_path / "b", progress=False)
+        train_baseline("tiny_cnn", "digits", epochs=3, cache_dir=tmp_path / "b", progress=False,
+                       keep_epochs=True)
     (partial,) = (tmp_path / "b").glob(".*.partial")
     assert partial.name == f".{whole.name}.partial"  # the cache's key
     steps = torch.load(partial, weights_only=True)["step"]
     monkeypatch.delenv("AUTORANK_INJECT_FAULT")
     events: list[baseline.BaselineProgress] = []
     resumed = train_baseline("tiny_cnn", "digits", epochs=3, cache_dir=tmp_path / "b",
-                             progress=False, on_progress=events.append)
+                             progress=False, on_progress=events.append, keep_epochs=True)
     assert events[0].loss is None and events[0].resumed_from == 1 and events[0].eta_s > 0
     assert [e.epoch for e in events[1:]] == [2, 3]
     assert all(e.loss is not None and 0 <= (e.val_accuracy or 0) <= 1 for e in events[1:])
@@ -79,3 +80,12 @@ def test_a_stopped_baseline_resumes_from_its_last_epoch_to_the_same_weights(
     first, second = load_checkpoint(whole), load_checkpoint(resumed)
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
+    kept = sorted(baseline.epochs_dir(resumed).glob("*.pt"))
+    assert [p.name for p in kept] == ["epoch-001.pt", "epoch-002.pt", "epoch-003.pt"]
+    metas = [torch.load(p, weights_only=True)["meta"] for p in kept]
+    assert [m["epoch"] for m in metas] == [1, 2, 3] and metas[0]["epochs"] == 3
+    assert [m["val_accuracy"] for m in metas[1:]] == [e.val_accuracy for e in events[1:]]
+    last = get_model("tiny_cnn", num_classes=10, checkpoint=kept[-1]).state_dict()
+    assert all(torch.equal(last[k], second[k]) for k in second)
+    assert not torch.equal(load_checkpoint(kept[0])["fc.weight"], second["fc.weight"])
+    assert not baseline.epochs_dir(whole).exists()  # kept only when asked

@@ -145,3 +145,12 @@ def test_more_bad_input_is_one_line_and_leaves_nothing(tmp_path: Path, tiny_chec
         assert not out.exists(), extra
     with pytest.raises(UserError):
         main([*base, "--checkpoint", str(text), "--out", str(tmp_path / "run"), "--debug"])
+
+
+def test_train_keeps_every_epoch_when_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "base.pt"
+    code, printed, _ = run(["train", "--model", "tiny_cnn", "--dataset", "synthetic", "--epochs",
+                            "2", "--out", str(out), "--keep-epochs", "--device", "cpu"], capsys)
+    assert code == 0 and printed.split()[-1] == str(out)
+    assert sorted(p.name for p in (tmp_path / "base.pt.epochs").iterdir()) == [
+        "epoch-001.pt", "epoch-002.pt"]
