@@ -274,12 +274,16 @@ def run_tau_arm(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def write(args: argparse.Namespace, arm: str, data: dict[str, Any]) -> None:
-    folder = results_dir(args)
+    write_result(results_dir(args), f"{args.model}-{arm}", data, args)
+
+
+def write_result(folder: Path, name: str, data: dict[str, Any], args: argparse.Namespace) -> None:
+    """``folder/name.json``, written whole or not at all, with the settings it was run with."""
     folder.mkdir(parents=True, exist_ok=True)
     data = {**data, "settings": {k: v for k, v in vars(args).items() if k != "report"}}
-    tmp = folder / f".{args.model}-{arm}.json.tmp"
+    tmp = folder / f".{name}.json.tmp"
     tmp.write_text(json.dumps(data, indent=1, default=float))
-    tmp.replace(folder / f"{args.model}-{arm}.json")
+    tmp.replace(folder / f"{name}.json")
 
 
 def report(args: argparse.Namespace) -> str:

@@ -48,7 +48,11 @@ import autorank as ar
 from autorank.config import make_config
 
 sys.path.insert(0, str(Path(__file__).parent))
-from final_quality import CHECKPOINTS, block_pruned  # noqa: E402  (the same pruning arm)
+from final_quality import (  # noqa: E402  (the same pruning arm and result files)
+    CHECKPOINTS,
+    block_pruned,
+    write_result,
+)
 
 RESULTS = Path(__file__).parent / "results"
 ARMS = ("flops", "latency", "prune-l1")
@@ -62,12 +66,7 @@ def folder(args: argparse.Namespace) -> Path:
 
 
 def write(args: argparse.Namespace, name: str, data: dict[str, Any]) -> None:
-    out = folder(args)
-    out.mkdir(parents=True, exist_ok=True)
-    data = {**data, "settings": {k: v for k, v in vars(args).items() if k not in ("report",)}}
-    tmp = out / f".{name}.json.tmp"
-    tmp.write_text(json.dumps(data, indent=1, default=float))
-    tmp.replace(out / f"{name}.json")
+    write_result(folder(args), name, data, args)
 
 
 def config(args: argparse.Namespace, arm: str) -> Any:

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_cli import run  # the CLI in this process: (exit status, stdout, stderr)
 
 from autorank.baseline import BaselineSpec, baseline_path, prepare_baseline, transfer_baseline
-from autorank.cli import main
 from autorank.config import SearchConfig
 from autorank.errors import UserError
 from autorank.models import get_model
@@ -20,15 +20,6 @@ from autorank.models import get_model
 # a search as small as it gets: one trial of one fine-tune step, in this process
 TINY_SEARCH = ["--space", "tiny", "--finetune-steps", "1", "--budget", "1", "--runner", "local"]
 TRANSFER = ["--transfer-head-epochs", "1", "--transfer-epochs", "1"]
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as exit_:  # argparse's own usage errors
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(autouse=True)
