@@ -22,7 +22,11 @@ ends, so that arms may run in separate processes and sessions; ``--report`` asse
   the fixed arms get ``--max-steps`` steps and then ``--final-epochs``, as the multi-fidelity
   picks do;
 - ``tau``: the proxy's fidelity: ``--tau-plans`` plans drawn at random from the space, each
-  trained through every rung; Kendall's tau between first-rung and top-rung accuracy.
+  trained through every rung; Kendall's tau between first-rung and top-rung accuracy;
+- ``continuation``: how a promoted trial should go on. The tau arm's plans (it must have run)
+  trained by one cosine over all ``--max-steps`` from the baseline (what continuing with the
+  optimiser state and the schedule's position gives), read at ``--min-steps`` too, against
+  the warm restart per rung that the search uses and the tau arm measured.
 
     python bench/final_quality.py --arm multi     # AUTORANK_DATA_DIR, AUTORANK_WEIGHTS_DIR
     python bench/final_quality.py --report        # bench/results/final_quality.md
@@ -50,7 +54,7 @@ import autorank as ar
 from autorank.config import make_config, space_from_dict
 
 RESULTS = Path(__file__).parent / "results"
-ARMS = ("single", "multi", "prune-l1", "prune-depgraph", "uniform", "tau")
+ARMS = ("single", "multi", "prune-l1", "prune-depgraph", "uniform", "tau", "continuation")
 CHECKPOINTS = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
 FLOPS_TARGETS = (2.0, 3.0)
 log = logging.getLogger("final_quality")
@@ -232,13 +236,11 @@ def run_fixed_arm(args: argparse.Namespace, arm: str) -> dict[str, Any]:
     return {"arm": arm, "models": rows}
 
 
-def run_tau_arm(args: argparse.Namespace) -> dict[str, Any]:
-    """Random plans through every rung; written after each plan, so a stopped run keeps them."""
-    import optuna
-    from scipy.stats import kendalltau
-
+def tau_context(args: argparse.Namespace) -> tuple[Any, torch.nn.Module]:
+    """The trial context of the tau and continuation arms (the multi-fidelity search's space),
+    and the baseline."""
     from autorank.sweep.space import build_space
-    from autorank.sweep.trial import TrialContext, run_trial
+    from autorank.sweep.trial import TrialContext
 
     baseline, data = load_context(args)
     cfg = search_config(args, "multi", Path(args.work) / "tau")
@@ -251,6 +253,18 @@ def run_tau_arm(args: argparse.Namespace) -> dict[str, Any]:
                        baseline_flops=ar.count_flops(baseline, shape), data=data, space=space,
                        threads=torch.get_num_threads(), weights_dir=str(Path(args.work) / "tau-weights"),
                        seed=args.seed)
+    return ctx, baseline
+
+
+def run_tau_arm(args: argparse.Namespace) -> dict[str, Any]:
+    """Random plans through every rung; written after each plan, so a stopped run keeps them."""
+    import optuna
+    from scipy.stats import kendalltau
+
+    from autorank.sweep.trial import run_trial
+
+    ctx, _ = tau_context(args)
+    space = ctx.space
     path = results_dir(args) / f"{args.model}-tau.json"
     plans = json.loads(path.read_text())["plans"] if path.exists() else []
     study = optuna.create_study(directions=["maximize", "minimize"],
@@ -273,6 +287,67 @@ def run_tau_arm(args: argparse.Namespace) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+class MidRunEval:
+    """Validation accuracy after step ``at`` (0-based) of a longer fine-tune."""
+
+    def __init__(self, model: torch.nn.Module, data: Any, at: int) -> None:
+        self.model, self.data, self.at = model, data, at
+        self.accuracy: float | None = None
+
+    def after_step(self, step: int) -> None:
+        from autorank.engine import evaluate
+
+        if step == self.at:
+            self.accuracy = evaluate(self.model, self.data, "val")
+            self.model.train()  # evaluate leaves it in eval mode; the fine-tune goes on
+
+
+def run_continuation_arm(args: argparse.Namespace) -> dict[str, Any]:
+    """The tau arm's plans trained the other way a promotion could go: one cosine over all
+    ``--max-steps`` from the baseline, i.e. what continuing with the optimiser state and the
+    schedule's position gives at the top rung (the search's ``restart`` recipe), its accuracy
+    read at ``--min-steps`` too (what the first rung would read there, lr not yet annealed).
+    Against the warm restart the search uses (a full cosine per rung, fresh momentum)."""
+    from scipy.stats import kendalltau
+
+    from autorank.decompose import apply_plan
+    from autorank.sweep.trial import recipe, train_and_measure
+    from autorank.types import plan_from_json
+
+    tau_path = results_dir(args) / f"{args.model}-tau.json"
+    if not tau_path.exists():
+        raise SystemExit("run --arm tau first: this arm retrains its plans")
+    tau = json.loads(tau_path.read_text())["plans"][:args.tau_plans]
+    ctx, baseline = tau_context(args)
+    fidelity = ctx.space.config.fidelity
+    assert fidelity is not None and list(fidelity.rungs) == tau[0]["steps"], "other rungs"
+    path = results_dir(args) / f"{args.model}-continuation.json"
+    plans = json.loads(path.read_text())["plans"] if path.exists() else []
+    for p in tau[len(plans):]:
+        model = apply_plan(baseline, plan_from_json(p["plan"]), input_shape=(1, *ctx.data.input_shape),
+                           importance=ctx.space.config.prune_importance)
+        mid = MidRunEval(model, ctx.data, fidelity.rungs[0] - 1)
+        start = time.time()
+        out = train_and_measure(ctx, model, recipe(ctx, fidelity.top, restart=True), hook=mid)
+        plans.append({"number": p["number"], "flops_ratio": p["flops_ratio"],
+                      "warm_restart_by_rung": p["accuracy_by_rung"],
+                      "one_run_at_first_rung": mid.accuracy, "one_run_top": out.val_accuracy,
+                      "steps": p["steps"], "train_s": time.time() - start})
+        log.info("continuation plan %d: %s", p["number"], plans[-1])
+        summary: dict[str, Any] = {"plans_done": len(plans)}
+        if len(plans) > 2:
+            warm = [q["warm_restart_by_rung"] for q in plans]
+            gain = [q["one_run_top"] - q["warm_restart_by_rung"][-1] for q in plans]
+            summary.update(
+                top_one_run_minus_warm_mean=sum(gain) / len(gain),
+                top_one_run_wins=sum(g > 0 for g in gain),
+                tau_warm_first_top=kendalltau([w[0] for w in warm], [w[-1] for w in warm]).statistic,
+                tau_one_run_first_top=kendalltau([q["one_run_at_first_rung"] for q in plans],
+                                                 [q["one_run_top"] for q in plans]).statistic)
+        write(args, "continuation", {"arm": "continuation", "plans": plans, **summary})
+    return json.loads(path.read_text())
+
+
 def write(args: argparse.Namespace, arm: str, data: dict[str, Any]) -> None:
     write_result(results_dir(args), f"{args.model}-{arm}", data, args)
 
@@ -292,7 +367,7 @@ def report(args: argparse.Namespace) -> str:
     lines = ["# Final models' quality", "", "Written by `bench/final_quality.py --report` from the "
              "arm files in `bench/results/final_quality/`; see the script's docstring for the "
              "protocol. Arms not run yet are listed as missing.", ""]
-    for model in ("resnet20", "resnet56"):
+    for model in ("tiny_cnn",) if args.smoke else ("resnet20", "resnet56"):
         found = {arm: json.loads((folder / f"{model}-{arm}.json").read_text())
                  for arm in ARMS if (folder / f"{model}-{arm}.json").exists()}
         lines += [f"## {model}", ""]
@@ -302,7 +377,7 @@ def report(args: argparse.Namespace) -> str:
         lines += ["| arm | model | test acc | params ratio | FLOPs ratio | compute |",
                   "|---|---|---|---|---|---|"]
         for arm, data in found.items():
-            if arm == "tau":
+            if arm in ("tau", "continuation"):
                 continue
             for m in data["models"]:
                 label = m.get("pick") or f"{m['target_flops_ratio']:.0f}x FLOPs target"
@@ -329,8 +404,25 @@ def report(args: argparse.Namespace) -> str:
             lines += ["", f"Kendall's tau, first vs top rung accuracy{span} over "
                       f"{len(tau['plans'])} random plans (target: >= {tau['settings']['tau_plans']}): "
                       f"{value:.3f}" if value is not None else "tau: too few plans"]
+        lines += continuation_lines(found.get("continuation"))
         lines.append("")
     return "\n".join(lines)
+
+
+def continuation_lines(data: dict[str, Any] | None) -> list[str]:
+    """The report's paragraph on how a promoted trial should continue, when measured."""
+    if data is None or "top_one_run_minus_warm_mean" not in data:
+        return []
+    n, steps = data["plans_done"], data["plans"][0]["steps"]
+    return ["", f"Promotion, over the first {n} tau plans: the warm restart the search uses (a "
+            f"full cosine per rung, fresh momentum; rungs at {', '.join(map(str, steps))} "
+            f"steps) against one cosine over all {steps[-1]} steps from the baseline (what "
+            "continuing with the optimiser state and the schedule's position gives at the top "
+            "rung). Top-rung val accuracy, one run minus warm restart: "
+            f"{100 * data['top_one_run_minus_warm_mean']:+.2f} pp on average, one run higher "
+            f"on {data['top_one_run_wins']} of {n}. Kendall's tau between first- and top-rung "
+            f"accuracy: warm restart {data['tau_warm_first_top']:.3f}, the one run read at "
+            f"{steps[0]} steps (lr not yet annealed) {data['tau_one_run_first_top']:.3f}."]
 
 
 def main() -> int:
@@ -375,6 +467,8 @@ def main() -> int:
         write(args, args.arm, run_search_arm(args, args.arm))
     elif args.arm == "tau":
         run_tau_arm(args)
+    elif args.arm == "continuation":
+        run_continuation_arm(args)
     else:
         write(args, args.arm, run_fixed_arm(args, args.arm))
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -42,6 +43,14 @@ def test_a_trial_with_the_cached_teacher_equals_a_cold_one(tiny_checkpoint: Path
     assert cold.val_accuracy == warm.val_accuracy and cold.plan == warm.plan
     a, b = (torch.load(tmp_path / k / "trial-0.pt", weights_only=True) for k in ("cold", "warm"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    seen: list[int] = []
+
+    class Steps:  # a bench's look inside the fine-tune
+        def after_step(self, step: int) -> None:
+            seen.append(step)
+
+    trial_module.train_and_measure(warm_ctx, copy.deepcopy(model), hook=Steps())
+    assert seen == list(range(8))
 
 
 def test_a_promoted_trial_continues_from_its_own_weights(tiny_checkpoint: Path,

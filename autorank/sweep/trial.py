@@ -19,7 +19,7 @@ from torch import nn
 from .._env import injected_faults
 from ..data import DataBundle
 from ..decompose import apply_plan
-from ..engine import FinetuneConfig, TeacherCache, evaluate, recover
+from ..engine import FinetuneConfig, TeacherCache, TrainHook, evaluate, recover
 from ..errors import NonFiniteLossError
 from ..latency import LatencyModel, Target
 from ..metrics import count_flops, count_params, measure_cost
@@ -117,7 +117,7 @@ def rung_steps(ctx: TrialContext, rung: int) -> int | None:
 
 def train_and_measure(ctx: TrialContext, model: nn.Module,
                       finetune: FinetuneConfig | None = None, *,
-                      latency: bool = False) -> TrialOutcome:
+                      latency: bool = False, hook: TrainHook | None = None) -> TrialOutcome:
     """A trial's recipe on any compressed ``model``: :func:`autorank.engine.recover` (BN
     recalibration, the fine-tune with distillation from the baseline), validation accuracy,
     then params and FLOPs, and with ``latency`` its measured latency.
@@ -127,12 +127,14 @@ def train_and_measure(ctx: TrialContext, model: nn.Module,
     another and interleaved with the dense model (``runner._finalize``).
 
     ``run_trial`` calls it on the plan's model; benches call it on models compressed another
-    way (pruning, say), so that both are measured by exactly the same recipe.
+    way (pruning, say), so that both are measured by exactly the same recipe; ``hook`` runs
+    after every fine-tune step (a bench's look inside the fine-tune).
     """
     teacher = _teacher(ctx)
     model = model.to(ctx.device)
     start = time.perf_counter()
-    recover(model, ctx.data, finetune or recipe(ctx), teacher=teacher, device=ctx.device)
+    recover(model, ctx.data, finetune or recipe(ctx), teacher=teacher, device=ctx.device,
+            hook=hook)
     finetune_s = time.perf_counter() - start
     start = time.perf_counter()
     accuracy = evaluate(model, ctx.data, "val", device=ctx.device)
