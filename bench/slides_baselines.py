@@ -60,6 +60,9 @@ RECIPES: dict[str, tuple[str, float, float, int]] = {
     "resnet18": ("ResNet 18", 0.8065, 0.05, 15),
     "densenet161": ("DenseNet 161", 0.8611, 0.05, 15),
 }
+# measured on 2 CPU cores (reference_table.md): one 128-image step 61-78 s, ~8 h per epoch
+CUDA_ONLY = {"densenet161": "one training step takes 61-78 s on 2 CPU cores (about 8 hours "
+                            "an epoch)"}
 SMOKE = {"tiny_cnn": ("tiny_cnn (smoke)", 0.9, 0.1, 3)}
 
 
@@ -82,7 +85,8 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def train(name: str, dataset: str, recipes: dict[str, tuple[str, float, float, int]]) -> Path:
+def train(name: str, dataset: str, recipes: dict[str, tuple[str, float, float, int]],
+          device: str = "cpu") -> Path:
     """Train ``name`` to its recipe's last epoch (resuming where an earlier call stopped)."""
     path = checkpoint(name, recipes)
     if path.is_file():
@@ -91,7 +95,7 @@ def train(name: str, dataset: str, recipes: dict[str, tuple[str, float, float, i
     _, _, lr, epochs = recipes[name]
     start = time.perf_counter()
     train_baseline(name, dataset, epochs=epochs, lr=lr, out=path, seed=0, progress=False,
-                   keep_epochs=True)
+                   keep_epochs=True, device=device)
     log.info("%s trained in %.0f s (this call): %s", name, time.perf_counter() - start, path)
     return path
 
@@ -186,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--curve", action="store_true", help="rank share of every kept epoch")
     parser.add_argument("--smoke", action="store_true", help="tiny_cnn on digits, to a temp folder")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="auto", help="auto (cuda when present), cpu or cuda")
     args = parser.parse_args(argv)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     if args.smoke:
@@ -200,8 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     if not os.environ.get("AUTORANK_DATA_DIR"):
         print("skipped: set AUTORANK_DATA_DIR (the folder holding cifar10.npz)", file=sys.stderr)
         return 0
+    if args.train in CUDA_ONLY and args.device == "cpu":
+        print(f"{args.train}: {CUDA_ONLY[args.train]}; train it where a GPU is (--device cuda)",
+              file=sys.stderr)
+        return 2
     if args.train:
-        train(args.train, "cifar10", RECIPES)
+        train(args.train, "cifar10", RECIPES, args.device)
     if args.curve:
         found = {m: c for m in RECIPES if (c := curve(m, RECIPES)) is not None}
         (RESULTS / "slides_baselines.json").write_text(json.dumps(found, indent=1) + "\n")
