@@ -60,8 +60,8 @@ RECIPES: dict[str, tuple[str, float, float, int]] = {
     "resnet18": ("ResNet 18", 0.8065, 0.05, 15),
     "densenet161": ("DenseNet 161", 0.8611, 0.05, 15),
 }
-# measured on 2 CPU cores (reference_table.md): one 128-image step 61-78 s, ~8 h per epoch
-CUDA_ONLY = {"densenet161": "one training step takes 61-78 s on 2 CPU cores (about 8 hours "
+# measured on 2 CPU cores (reference_table.md): one 128-image step 61-78 s, 352 steps an epoch: 6-8 h
+CUDA_ONLY = {"densenet161": "one training step takes 61-78 s on 2 CPU cores (6-8 hours "
                             "an epoch)"}
 SMOKE = {"tiny_cnn": ("tiny_cnn (smoke)", 0.9, 0.1, 3)}
 
