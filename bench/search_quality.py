@@ -105,8 +105,12 @@ def summarise(name: str, trials: pd.DataFrame, tested: pd.DataFrame, baseline: d
     """One arm's numbers; ``tested`` holds the test accuracy of the run's own front."""
     base_acc = baseline["val_accuracy"]
     done = trials[trials["state"] == "complete"]
+    # the front's models as the search timed them at its end (one after another, beside the
+    # dense model), where it did
+    measured = ["number", "test_accuracy",
+                *[c for c in ("latency_ms", "latency_batch_ms") if c in tested]]
     fronts = {cost: pareto_front(done, ["val_accuracy", cost], ["max", "min"]).merge(
-        tested[["number", "test_accuracy"]], on="number", how="left") for cost in ("params", "flops")}
+        tested[measured], on="number", how="left") for cost in ("params", "flops")}
     best = {}
     for cost, front in fronts.items():
         ok = front[front["val_accuracy"] >= base_acc - 0.01].sort_values(cost)
@@ -139,8 +143,8 @@ def summarise(name: str, trials: pd.DataFrame, tested: pd.DataFrame, baseline: d
 
 
 def front_points(front: pd.DataFrame) -> list[dict]:
-    cols = [c for c in ("number", "params_ratio", "flops_ratio", "val_accuracy", "test_accuracy")
-            if c in front]
+    cols = [c for c in ("number", "params_ratio", "flops_ratio", "val_accuracy", "test_accuracy",
+                        "latency_ms", "latency_batch_ms") if c in front]
     return [{c: float(v) for c, v in zip(cols, row, strict=True)}
             for row in front[cols].itertuples(index=False)]
 
@@ -225,8 +229,12 @@ def fixed_rows(args: argparse.Namespace) -> list[dict]:
                                                        max(1, round(fraction * t))))
         models[f"uniform tucker2 {fraction:.3g} of channels"] = apply_plan(model, plan)
     if "prune" in args.arms.split(","):
+        from final_quality import block_pruned  # DepGraph with group-norm importance, global
+
         for ratio in PRUNE_RATIOS:
             models[f"prune-l1 {ratio:.2g} of block filters (Li et al. 2017)"] = l1_pruned(model, ratio)
+            models[f"prune-depgraph {ratio:.2g} of block channels (Fang et al. 2023)"] = \
+                block_pruned(model, ratio, "depgraph")
     rows = []
     run_trial(ctx, None, {}, plan={})  # the teacher's logits, so that no row pays for them
     for label, compressed in models.items():

@@ -87,6 +87,38 @@ def equal_cost(runs: list[dict]) -> list[str]:
     return lines
 
 
+FLOPS_LEVELS = (1.5, 2.0, 3.0)
+
+
+def _point_at(points: list[dict], at_least: float) -> dict | None:
+    """The most accurate front point at least ``at_least`` times cheaper in FLOPs."""
+    ok = [p for p in points if p["flops_ratio"] >= at_least - 1e-9]
+    return max(ok, key=lambda p: p["val_accuracy"]) if ok else None
+
+
+def _ms(point: dict, key: str) -> str:
+    value = point.get(key)
+    return f"{value:.2f}" if value is not None and value == value else "-"  # NaN: not timed
+
+
+def at_flops_levels(runs: list[dict]) -> list[str]:
+    """Per seed and arm: the best validation accuracy at >= 1.5x, 2x, 3x FLOPs, and that
+    model's latency as the search timed it at its end (batch 1 / the latency batch, ms)."""
+    lines = ["| seed | arm | " + " | ".join(f"best val at ≥ {x:g}× FLOPs (ratio; ms b1 / batch)"
+                                          for x in FLOPS_LEVELS) + " |",
+             "|" + "---|" * (2 + len(FLOPS_LEVELS))]
+    for r in runs:
+        for a in r["arms"]:
+            cells = []
+            for level in FLOPS_LEVELS:
+                pt = _point_at(a.get("flops_front", []), level)
+                cells.append("none" if pt is None else
+                             f"{pt['val_accuracy']:.3f} ({pt['flops_ratio']:.2f}×; "
+                             f"{_ms(pt, 'latency_ms')} / {_ms(pt, 'latency_batch_ms')})")
+            lines.append(f"| {r['settings']['seed']} | {a['arm']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render(runs: list[dict[str, Any]]) -> str:
     s = runs[0]["settings"]
     base = runs[0]["baseline"]
@@ -111,6 +143,16 @@ def render(runs: list[dict[str, Any]]) -> str:
         "## Within 1 pp of the baseline",
         "",
         *within_1pp(runs),
+        "",
+        "## At 1.5×, 2× and 3× FLOPs",
+        "",
+        "The most accurate front trial at least that much cheaper in FLOPs, and its latency "
+        "as the search timed its front at the end (ms at batch 1 / the latency batch; the "
+        "dense baseline per seed: " + ", ".join(
+            f"seed {r['settings']['seed']}: {_ms(r['baseline'], 'latency_ms')} / "
+            f"{_ms(r['baseline'], 'latency_batch_ms')}" for r in runs) + ").",
+        "",
+        *at_flops_levels(runs),
         "",
         "## Fixed plans beside the search fronts, at equal cost",
         "",
