@@ -128,7 +128,23 @@ def curve(name: str, recipes: dict[str, tuple[str, float, float, int]]) -> dict[
     return out
 
 
-def render(curves: dict[str, dict[str, Any]], smoke: bool) -> str:
+# fully trained CIFAR ResNets (AUTORANK_WEIGHTS_DIR) and their published test accuracy: where
+# EVBMF's share stands on weights trained to convergence, beside a fresh initialisation
+TRAINED = {"resnet20": ("resnet20-12fca82f.th", 0.9173), "resnet56": ("resnet56-4bfd9763.th", 0.9339)}
+
+
+def trained_shares(weights_dir: Path) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, (file, accuracy) in TRAINED.items():
+        if (weights_dir / file).is_file():
+            torch.manual_seed(0)
+            out[name] = {"test_accuracy": accuracy, "init_rank_share": evbmf_rank_share(get_model(name)),
+                         "rank_share": evbmf_rank_share(get_model(name, checkpoint=weights_dir / file))}
+    return out
+
+
+def render(curves: dict[str, dict[str, Any]], smoke: bool,
+           trained: dict[str, dict[str, float]] | None = None) -> str:
     lines = ["# The slides' baselines, trained long, and EVBMF's rank share along training", "",
              "`python bench/slides_baselines.py --train MODEL` then `--curve` (see its "
              "docstring). Recipe: `train_baseline` (SGD momentum 0.9, weight decay 5e-4, cosine "
@@ -152,12 +168,18 @@ def render(curves: dict[str, dict[str, Any]], smoke: bool) -> str:
     for name, c in curves.items():
         lines += [f"| {name} | {p['epoch']} | {100 * p['val_accuracy']:.2f} % | {p['loss']:.3f} "
                   f"| {100 * p['rank_share']:.2f} % |" for p in c["points"]]
+    if trained:
+        lines += ["", "For reference, the fully trained CIFAR ResNet checkpoints (their published "
+                  "test accuracy): " + "; ".join(
+                      f"{name} ({100 * t['test_accuracy']:.2f} %): rank share "
+                      f"{100 * t['rank_share']:.1f} %, {100 * t['init_rank_share']:.1f} % on a "
+                      "fresh initialisation" for name, t in trained.items()) + "."]
     if not smoke:
         missing = [m for m in RECIPES if m not in curves]
         if missing:
             lines += ["", f"No epoch trained yet: {', '.join(missing)}."]
-    lines += ["", "![rank share against validation accuracy](slides_baselines_rank_share.png)"
-              if not smoke else ""]
+    if curves and not smoke:
+        lines += ["", "![rank share against validation accuracy](slides_baselines_rank_share.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -215,8 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         train(args.train, "cifar10", RECIPES, args.device)
     if args.curve:
         found = {m: c for m in RECIPES if (c := curve(m, RECIPES)) is not None}
-        (RESULTS / "slides_baselines.json").write_text(json.dumps(found, indent=1) + "\n")
-        (RESULTS / "slides_baselines.md").write_text(render(found, smoke=False))
+        weights = os.environ.get("AUTORANK_WEIGHTS_DIR")
+        trained = trained_shares(Path(weights)) if weights else {}
+        (RESULTS / "slides_baselines.json").write_text(
+            json.dumps({"models": found, "trained_checkpoints": trained}, indent=1) + "\n")
+        (RESULTS / "slides_baselines.md").write_text(render(found, smoke=False, trained=trained))
         if found:
             plot(found, RESULTS / "slides_baselines_rank_share.png")
         print((RESULTS / "slides_baselines.md").read_text())
