@@ -80,7 +80,15 @@ def test_default_exclusions_and_methods() -> None:
 def test_seeds_are_evbmf_tucker2_then_musco() -> None:
     net = Net()
     space = build_space(net, ar.inventory(net, (1, 3, 8, 8)), SpaceConfig())
-    evbmf, musco, prune30, prune50 = (space.plan(p) for p in space.seeds())
+    evbmf, musco, prune30, prune50, half, three_eighths = (space.plan(p) for p in space.seeds())
+    for share, plan in ((0.5, half), (0.375, three_eighths)):  # uniform Tucker-2
+        assert set(plan) == {layer.name for layer in space.layers}
+        for layer in space.layers:
+            choice = plan[layer.name]
+            assert choice.method == layer.default_method
+            exact = layer.max_rank_within(choice.method, layer.weight_shape[1])
+            assert all(abs(r - share * e) <= max(1.0, 0.15 * e)
+                       for r, e in zip(choice.rank, exact, strict=True)), (layer.name, choice, exact)
     for share, plan in ((0.3, prune30), (0.5, prune50)):  # uniform L1 pruning (Li et al. 2017)
         assert plan and all(c.method == "prune" for c in plan.values())
         for name, choice in plan.items():
@@ -186,7 +194,8 @@ def test_a_residual_group_is_one_key_of_the_space() -> None:
         "res:conv1", "res:layer2.0.conv2", "res:layer3.0.conv2", "res:layer4.0.conv2"]
     assert keys["res:layer2.0.conv2"] == ("keep", "prune")
     assert keys["layer2.0.conv2"] == ("tucker2", "svd", "keep")  # a member keeps its factorizations
-    assert all(space.plan(seed).get("layer2.1.conv2") is None for seed in space.seeds()[2:])
+    # the L1 seeds prune inside the blocks only
+    assert all(space.plan(seed).get("layer2.1.conv2") is None for seed in space.seeds()[2:4])
     params = {**space.seed_params(1.0), "method.layer2.1.conv2": "keep",
               "method.res:layer2.0.conv2": "prune", "w": 0.0, "scale.res:layer2.0.conv2": -1.0}
     trial = optuna.trial.FixedTrial(params)

@@ -289,8 +289,8 @@ def _search_run(cfg: SearchConfig, run: RunDir, storage: Any,
     fidelity = cfg.space.fidelity
     studies = Studies(study, open_rung_study(storage, cfg.study_name)
                       if fidelity is not None and fidelity.top > 0 else None)
-    if created:
-        for params in space.seeds():
+    if created:  # as many seed plans as the budget runs: none left waiting in trials.csv
+        for params in space.seeds()[:cfg.budget]:
             study.enqueue_trial(params, skip_if_exists=True)
     else:
         fail_interrupted(study)

@@ -156,7 +156,7 @@ def fail_interrupted(study: Any) -> None:
 
 def requeue_interrupted_seeds(study: Any) -> list[int]:
     """On resume: enqueue again the seed plans (enqueued trials: EVBMF, MUSCO, uniform
-    pruning) whose trial was interrupted, unless a trial of the same parameters is waiting,
+    pruning, uniform Tucker-2) whose trial was interrupted, unless a trial of the same parameters is waiting,
     running or has ended on its own. A sampled trial is not requeued: the sampler draws anew.
     Returns the numbers of the interrupted trials whose plans were requeued."""
     def fixed(t: Any) -> dict[str, Any] | None:
