@@ -163,7 +163,9 @@ def run_arm(args: argparse.Namespace, name: str, parallel: int,
         result = load_run(out)
         parallel = result.config.parallel or parallel
     else:
-        result = search(arm_config(args, out, parallel, overrides))
+        # a run stopped part-way (another session, a kill) goes on where it stopped
+        result = search(arm_config(args, out, parallel, overrides),
+                        resume=(out / "config.yaml").exists())
         ray.shutdown()
         wall = time.time() - start
     row = summarise(name, result.trials, result.pareto(), result.baseline, wall, parallel)
