@@ -404,9 +404,27 @@ def report(args: argparse.Namespace) -> str:
             lines += ["", f"Kendall's tau, first vs top rung accuracy{span} over "
                       f"{len(tau['plans'])} random plans (target: >= {tau['settings']['tau_plans']}): "
                       f"{value:.3f}" if value is not None else "tau: too few plans"]
+            lines += near_tau_lines(tau, found)
         lines += continuation_lines(found.get("continuation"))
         lines.append("")
     return "\n".join(lines)
+
+
+def near_tau_lines(tau: dict[str, Any], found: dict[str, Any]) -> list[str]:
+    """Kendall's tau over the plans whose top rung is within 10 pp of the baseline's validation
+    accuracy (a search arm's record of it): the ranking that decides the front."""
+    from scipy.stats import kendalltau
+
+    base = next((found[a]["baseline"]["val_accuracy"] for a in ("multi", "single") if a in found),
+                None)
+    if base is None:
+        return []
+    near = [p["accuracy_by_rung"] for p in tau["plans"] if p["accuracy_by_rung"][-1] >= base - 0.10]
+    if len(near) < 3:
+        return []
+    value = kendalltau([a[0] for a in near], [a[-1] for a in near]).statistic
+    return ["", f"Over the {len(near)} of them whose top rung is within 10 pp of the baseline's "
+            f"validation accuracy ({100 * base:.2f} %): {value:.3f}."]
 
 
 def continuation_lines(data: dict[str, Any] | None) -> list[str]:
