@@ -19,6 +19,7 @@ background job so that other heavy jobs can interleave.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -119,17 +120,13 @@ def measure_slides_model(name: str, cache: Path, long: bool = False) -> list[dic
     baseline = get_model(name, checkpoint=checkpoint)
     cfg = CompressConfig(finetune=FinetuneConfig(steps=steps))
     row, out = compress("vbmf-tucker2", name, baseline, data, cfg)
+    with checkpoint.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
     return [_row(row, {"layers": len(out.stages[0].plan), "baseline_lr": lr,
                        "baseline_epochs": epochs, "train_images": len(data),
                        "baseline_val": meta["val_accuracy"], "train_s_this_call": train_s,
                        "train_cpu_s_this_call": train_cpu_s, **rank_shares(name, checkpoint),
-                       "baseline_sha256": slides_sha256(checkpoint)})]
-
-
-def slides_sha256(path: Path) -> str:
-    import slides_baselines
-
-    return slides_baselines.sha256(path)
+                       "baseline_sha256": digest})]
 
 
 def _direct_control(baseline: torch.nn.Module, data: Any, cfg: CompressConfig) -> float:

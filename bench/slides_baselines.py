@@ -78,11 +78,8 @@ def checkpoint(name: str, recipes: dict[str, tuple[str, float, float, int]]) -> 
 
 
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def train(name: str, dataset: str, recipes: dict[str, tuple[str, float, float, int]],
