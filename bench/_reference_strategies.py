@@ -209,6 +209,19 @@ def _slides(name: str) -> tuple[str, float, float, float, float] | None:
     return next((s for s in SLIDES if s[0] == label), None)
 
 
+def slides_row(name: str) -> tuple[str, float, float, float, float]:
+    """The slides' row of one of their models: name, ratio, accuracy before, right after and
+    after the fine-tune."""
+    row = _slides(name)
+    assert row is not None, name
+    return row
+
+
+def cache_root() -> Path:
+    """``$AUTORANK_CACHE_DIR``, else ``~/.cache/autorank``: where the benches keep baselines."""
+    return Path(os.environ.get("AUTORANK_CACHE_DIR") or Path.home() / ".cache" / "autorank").expanduser()
+
+
 def _table(rows: list[dict[str, Any]]) -> list[str]:
     lines = ["| model | strategy | ratio | flops_ratio | accuracy_before | accuracy_after "
              "| fine_tune | slides: ratio / before / after / fine_tune | test images "
@@ -287,8 +300,7 @@ def slides_arithmetic() -> list[str]:
              "linears | slides' ratio | conv params it removes | params (ours, CIFAR size) | "
              "in linears (ours) |", "|" + "---|" * 9]
     for name, (label, *_rest) in SLIDES_MODELS.items():
-        s = _slides(name)
-        assert s is not None, name
+        s = slides_row(name)
         big = _shares(torchvision.models.get_model(name.removesuffix("_bn"), num_classes=10))
         ours = _shares(get_model(name))
         removed = big["total"] * (1 - 1 / s[1])

@@ -420,8 +420,7 @@ def run_only(args: argparse.Namespace) -> int:
     if args.only not in known:
         print(f"unknown model {args.only!r}; expected one of {known}", file=sys.stderr)
         return 2
-    cache = Path(os.environ.get("AUTORANK_CACHE_DIR", Path.home() / ".cache" / "autorank"))
-    strategies.run(args.only, cache=cache / "reference_table",
+    strategies.run(args.only, cache=strategies.cache_root() / "reference_table",
                    weights_dir=Path(os.environ["AUTORANK_WEIGHTS_DIR"]), threads=args.threads,
                    long=args.long_baseline)
     raw = load_raw(args.out)

@@ -26,10 +26,16 @@ def _mean(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
+def _point_at(points: list[dict], cost: str, at_least: float) -> dict | None:
+    """The most accurate front point at least ``at_least`` times smaller in ``cost``."""
+    ok = [p for p in points if p[f"{cost}_ratio"] >= at_least - 1e-9]
+    return max(ok, key=lambda p: p["val_accuracy"]) if ok else None
+
+
 def _best_at(points: list[dict], cost: str, at_least: float) -> float | None:
     """Best validation accuracy among front points at least ``at_least`` times smaller."""
-    ok = [p["val_accuracy"] for p in points if p[f"{cost}_ratio"] >= at_least - 1e-9]
-    return max(ok) if ok else None
+    point = _point_at(points, cost, at_least)
+    return point["val_accuracy"] if point is not None else None
 
 
 def hv_table(runs: list[dict]) -> list[str]:
@@ -90,12 +96,6 @@ def equal_cost(runs: list[dict]) -> list[str]:
 FLOPS_LEVELS = (1.5, 2.0, 3.0)
 
 
-def _point_at(points: list[dict], at_least: float) -> dict | None:
-    """The most accurate front point at least ``at_least`` times cheaper in FLOPs."""
-    ok = [p for p in points if p["flops_ratio"] >= at_least - 1e-9]
-    return max(ok, key=lambda p: p["val_accuracy"]) if ok else None
-
-
 def _ms(point: dict, key: str) -> str:
     value = point.get(key)
     return f"{value:.2f}" if value is not None and value == value else "-"  # NaN: not timed
@@ -111,7 +111,7 @@ def at_flops_levels(runs: list[dict]) -> list[str]:
         for a in r["arms"]:
             cells = []
             for level in FLOPS_LEVELS:
-                pt = _point_at(a.get("flops_front", []), level)
+                pt = _point_at(a.get("flops_front", []), "flops", level)
                 cells.append("none" if pt is None else
                              f"{pt['val_accuracy']:.3f} ({pt['flops_ratio']:.2f}×; "
                              f"{_ms(pt, 'latency_ms')} / {_ms(pt, 'latency_batch_ms')})")

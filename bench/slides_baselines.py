@@ -41,7 +41,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _reference_strategies import evbmf_rank_share  # noqa: E402
+from _reference_strategies import (  # noqa: E402
+    SLIDES_MODELS,
+    cache_root,
+    evbmf_rank_share,
+    slides_row,
+)
+from reference_table import CHECKPOINTS  # noqa: E402  (the trained CIFAR ResNets)
 
 from autorank.baseline import epochs_dir, train_baseline  # noqa: E402
 from autorank.models import get_model  # noqa: E402
@@ -49,17 +55,16 @@ from autorank.models import get_model  # noqa: E402
 log = logging.getLogger("slides_baselines")
 
 RESULTS = Path(__file__).parent / "results"
-# model -> (slides' name, the slides' baseline test accuracy, lr, epochs). The epochs are set
-# from the short baselines measured first (reference_table.md: ShuffleNet V2 77.7 % after 6
-# epochs, VGG-16 67.6 % after 3, AlexNet 52.1 % after 6 at lr 0.01, ResNet-18 58.3 % after 1)
-# to end above the slides' accuracy; each curve shows where its training got.
+# model -> (lr, epochs). The epochs are set from the short baselines measured first
+# (reference_table.md: ShuffleNet V2 77.7 % after 6 epochs, VGG-16 67.6 % after 3, AlexNet
+# 52.1 % after 6 at lr 0.01, ResNet-18 58.3 % after 1) to end above the slides' accuracy; each
+# curve shows where its training got.
+LONG = {"shufflenet_v2_x1_0": (0.05, 30), "alexnet": (0.01, 40), "vgg16_bn": (0.05, 20),
+        "resnet18": (0.05, 15), "densenet161": (0.05, 15)}
+# model -> (slides' name, the slides' baseline test accuracy, lr, epochs)
 RECIPES: dict[str, tuple[str, float, float, int]] = {
-    "shufflenet_v2_x1_0": ("ShuffleNet V2", 0.8542, 0.05, 30),
-    "alexnet": ("AlexNet", 0.7469, 0.01, 40),
-    "vgg16_bn": ("VGG 16", 0.8663, 0.05, 20),
-    "resnet18": ("ResNet 18", 0.8065, 0.05, 15),
-    "densenet161": ("DenseNet 161", 0.8611, 0.05, 15),
-}
+    name: (SLIDES_MODELS[name][0], slides_row(name)[2], lr, epochs)
+    for name, (lr, epochs) in LONG.items()}
 # measured on 2 CPU cores (reference_table.md): one 128-image step 61-78 s, 352 steps an epoch: 6-8 h
 CUDA_ONLY = {"densenet161": "one training step takes 61-78 s on 2 CPU cores (6-8 hours "
                             "an epoch)"}
@@ -67,8 +72,7 @@ SMOKE = {"tiny_cnn": ("tiny_cnn (smoke)", 0.9, 0.1, 3)}
 
 
 def cache() -> Path:
-    root = os.environ.get("AUTORANK_CACHE_DIR", str(Path.home() / ".cache" / "autorank"))
-    return Path(root).expanduser() / "slides_baselines"
+    return cache_root() / "slides_baselines"
 
 
 def checkpoint(name: str, recipes: dict[str, tuple[str, float, float, int]]) -> Path:
@@ -125,14 +129,14 @@ def curve(name: str, recipes: dict[str, tuple[str, float, float, int]]) -> dict[
     return out
 
 
-# fully trained CIFAR ResNets (AUTORANK_WEIGHTS_DIR) and their published test accuracy: where
-# EVBMF's share stands on weights trained to convergence, beside a fresh initialisation
-TRAINED = {"resnet20": ("resnet20-12fca82f.th", 0.9173), "resnet56": ("resnet56-4bfd9763.th", 0.9339)}
+# the fully trained CIFAR ResNets (AUTORANK_WEIGHTS_DIR, reference_table.CHECKPOINTS, with
+# their published test accuracy): where EVBMF's share stands on weights trained to
+# convergence, beside a fresh initialisation
 
 
 def trained_shares(weights_dir: Path) -> dict[str, dict[str, float]]:
     out = {}
-    for name, (file, accuracy) in TRAINED.items():
+    for name, (file, accuracy) in CHECKPOINTS.items():
         if (weights_dir / file).is_file():
             torch.manual_seed(0)
             out[name] = {"test_accuracy": accuracy, "init_rank_share": evbmf_rank_share(get_model(name)),
