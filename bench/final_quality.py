@@ -20,7 +20,9 @@ ends, so that arms may run in separate processes and sessions; ``--report`` asse
 - ``uniform``: Tucker-2 keeping the same share of every searched layer's channels, at 2x and
   3x FLOPs;
   the fixed arms get ``--max-steps`` steps and then ``--final-epochs``, as the multi-fidelity
-  picks do;
+  picks do, with validation and test accuracy read after every epoch of the final training
+  (``--targets`` picks the FLOPs ratios; ``--label L`` writes ``ARM@L`` beside the arm's own
+  result, e.g. the 3x models again with a longer final training);
 - ``tau``: the proxy's fidelity: ``--tau-plans`` plans drawn at random from the space, each
   trained through every rung; Kendall's tau between first-rung and top-rung accuracy;
 - ``continuation``: how a promoted trial should go on. The tau arm's plans (it must have run)
@@ -202,33 +204,54 @@ def at_flops_ratio(baseline: torch.nn.Module, build: Any, target: float) -> tupl
     return best[0], best[2]
 
 
+class EpochEval:
+    """Validation and test accuracy after every whole epoch of a final training: how far from
+    converged its last reading is (the cosine's lr is still high at the early ones)."""
+
+    def __init__(self, model: torch.nn.Module, data: Any, steps_per_epoch: int) -> None:
+        self.model, self.data, self.every = model, data, steps_per_epoch
+        self.curve: list[dict[str, float]] = []
+
+    def after_step(self, step: int) -> None:
+        from autorank.engine import evaluate
+
+        if (step + 1) % self.every == 0:
+            self.curve.append({"epoch": (step + 1) / self.every,
+                               "val": evaluate(self.model, self.data, "val"),
+                               "test": evaluate(self.model, self.data, "test")})
+            log.info("epoch %.0f: %s", self.curve[-1]["epoch"], self.curve[-1])
+            self.model.train()
+
+
 def train_fixed(args: argparse.Namespace, model: torch.nn.Module, baseline: torch.nn.Module,
                 data: Any) -> dict[str, Any]:
-    """``--max-steps`` of fine-tune then ``--final-epochs``, both distilling from the baseline."""
+    """``--max-steps`` of fine-tune then ``--final-epochs``, both distilling from the baseline;
+    accuracy read after every epoch of the final training."""
     from autorank.engine import FinetuneConfig, evaluate, recover
 
     start = time.time()
     recover(model, data, FinetuneConfig(steps=args.max_steps, seed=args.seed), teacher=baseline)
     val_short = evaluate(model, data, "val")
-    recover(model, data, FinetuneConfig(epochs=args.final_epochs, seed=args.seed + 1, bn_batches=0),
-            teacher=baseline)
+    final = FinetuneConfig(epochs=args.final_epochs, seed=args.seed + 1, bn_batches=0)
+    curve = EpochEval(model, data, math.ceil(len(data) / final.batch_size))
+    recover(model, data, final, teacher=baseline, hook=curve)
     cost, dense = (ar.metrics.measure_cost(m, (3, 32, 32)) for m in (model, baseline))
     return {"val_after_max_steps": val_short, "val": evaluate(model, data, "val"),
-            "test": evaluate(model, data, "test"), **cost.ratios(dense), "train_s": time.time() - start}
+            "test": evaluate(model, data, "test"), "by_epoch": curve.curve, **cost.ratios(dense),
+            "train_s": time.time() - start}
 
 
 def run_fixed_arm(args: argparse.Namespace, arm: str) -> dict[str, Any]:
     baseline, data = load_context(args)
-    rows = []
-    for target in FLOPS_TARGETS:
-        if arm == "uniform":
-            def build(x: float) -> torch.nn.Module:
-                return uniform_tucker2(baseline, 1 - x)  # x: the share of channels removed
-        else:
-            method = "l1" if arm == "prune-l1" else "depgraph"
+    method = "l1" if arm == "prune-l1" else "depgraph"
 
-            def build(x: float, method: str = method) -> torch.nn.Module:
-                return block_pruned(baseline, x, method)
+    def build(x: float) -> torch.nn.Module:  # x: the share of channels removed
+        if arm == "uniform":
+            return uniform_tucker2(baseline, 1 - x)
+        return block_pruned(baseline, x, method)
+
+    rows = []
+    for target in args.targets:
         model, x = at_flops_ratio(baseline, build, target)
         row = {"target_flops_ratio": target, "setting": x, **train_fixed(args, model, baseline, data)}
         rows.append(row)
@@ -349,7 +372,18 @@ def run_continuation_arm(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def write(args: argparse.Namespace, arm: str, data: dict[str, Any]) -> None:
-    write_result(results_dir(args), f"{args.model}-{arm}", data, args)
+    suffix = f"@{args.label}" if args.label else ""
+    write_result(results_dir(args), f"{args.model}-{arm}{suffix}", data, args)
+
+
+def arm_files(folder: Path, model: str) -> dict[str, dict[str, Any]]:
+    """The arm results of ``model`` by name: ``ARM`` and ``ARM@LABEL`` (the same arm run again
+    with other settings, e.g. a longer final training), in ``ARMS`` order."""
+    found = {}
+    for arm in ARMS:
+        for path in sorted(folder.glob(f"{model}-{arm}.json")) + sorted(folder.glob(f"{model}-{arm}@*.json")):
+            found[path.stem.removeprefix(f"{model}-")] = json.loads(path.read_text())
+    return found
 
 
 def write_result(folder: Path, name: str, data: dict[str, Any], args: argparse.Namespace) -> None:
@@ -368,8 +402,7 @@ def report(args: argparse.Namespace) -> str:
              "arm files in `bench/results/final_quality/`; see the script's docstring for the "
              "protocol. Arms not run yet are listed as missing.", ""]
     for model in ("tiny_cnn",) if args.smoke else ("resnet20", "resnet56"):
-        found = {arm: json.loads((folder / f"{model}-{arm}.json").read_text())
-                 for arm in ARMS if (folder / f"{model}-{arm}.json").exists()}
+        found = arm_files(folder, model)
         lines += [f"## {model}", ""]
         missing = [a for a in ARMS if a not in found]
         if missing:
@@ -406,6 +439,7 @@ def report(args: argparse.Namespace) -> str:
                       f"{value:.3f}" if value is not None else "tau: too few plans"]
             lines += near_tau_lines(tau, found)
         lines += continuation_lines(found.get("continuation"))
+        lines += epoch_curve_lines(found)
         lines.append("")
     return "\n".join(lines)
 
@@ -425,6 +459,23 @@ def near_tau_lines(tau: dict[str, Any], found: dict[str, Any]) -> list[str]:
     value = kendalltau([a[0] for a in near], [a[-1] for a in near]).statistic
     return ["", f"Over the {len(near)} of them whose top rung is within 10 pp of the baseline's "
             f"validation accuracy ({100 * base:.2f} %): {value:.3f}."]
+
+
+def epoch_curve_lines(found: dict[str, Any]) -> list[str]:
+    """Test accuracy after each epoch of the final training, for the fixed arms that read it."""
+    rows = [(arm, m) for arm, data in found.items() if "compute_epochs" not in data
+            for m in data.get("models", []) if m.get("by_epoch")]
+    if not rows:
+        return []
+    longest = max(len(m["by_epoch"]) for _, m in rows)
+    lines = ["", "Test accuracy after each epoch of the final training (cosine lr over all its "
+             "epochs, distillation):", "",
+             "| arm | target | " + " | ".join(f"ep {e + 1}" for e in range(longest)) + " |",
+             "|---|---|" + "---|" * longest]
+    for arm, m in rows:
+        cells = [f"{100 * r['test']:.2f}" for r in m["by_epoch"]] + [""] * (longest - len(m["by_epoch"]))
+        lines.append(f"| {arm} | {m['target_flops_ratio']:.0f}x FLOPs | " + " | ".join(cells) + " |")
+    return lines
 
 
 def continuation_lines(data: dict[str, Any] | None) -> list[str]:
@@ -461,6 +512,10 @@ def main() -> int:
     parser.add_argument("--val-size", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="/tmp/autorank-final-quality")
+    parser.add_argument("--targets", type=float, nargs="+", default=list(FLOPS_TARGETS),
+                        help="FLOPs ratios of the fixed arms' models")
+    parser.add_argument("--label", default="",
+                        help="results as ARM@LABEL beside the arm's own (e.g. a longer final training)")
     parser.add_argument("--smoke", action="store_true", help="tiny_cnn on digits, a few steps")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
