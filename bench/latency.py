@@ -89,7 +89,7 @@ def run_target(args: argparse.Namespace, name: str, batch: int, backend: str) ->
                               (3, 32, 32), target, repeats=args.repeats)
     measure_s = time.time() - start
     dense_flops = ar.count_flops(model)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for i, plan in enumerate(plans):
         m, d = measured[f"plan{i}"], measured[f"deployed{i}"]
         rows.append({"predicted_ms": predicted[i], "measured_ms": m, "deployed_ms": d,
@@ -119,6 +119,41 @@ def results_dir(args: argparse.Namespace) -> Path:
     return RESULTS / ("latency_smoke" if args.smoke else "latency")
 
 
+def speedup_errors(result: dict[str, Any]) -> dict[str, list[float]]:
+    """Signed relative errors of the predicted speed-up over the dense model (predicted dense /
+    predicted plan against measured dense / measured plan), for plans with and without a
+    pruned layer. Unlike the latency's own error, this one does not carry the machine's drift
+    between the table's readings and the bench's."""
+    out: dict[str, list[float]] = {"prune": [], "no prune": []}
+    for r in result["rows"]:
+        predicted = result["dense_predicted_ms"] / r["predicted_ms"]
+        measured = result["dense_ms"] / r["measured_ms"]
+        out["prune" if "prune" in r["methods"] else "no prune"].append(predicted / measured - 1)
+    return out
+
+
+def speedup_error_lines(found: list[dict[str, Any]]) -> list[str]:
+    """The report's table of :func:`speedup_errors`."""
+    if not found:
+        return []
+    lines = ["", "The predicted speed-up over the dense model against the measured one: |error| "
+             "over all plans, and the mean signed error (predicted too fast: +) over the plans "
+             "with a pruned layer and those without -- the table charges a pruned layer's "
+             "BatchNorm, activation and residual add at their dense cost (in the remainder), so "
+             "a bias there would show in the first.", "",
+             "| model | batch | backend | median abs err | p90 abs err | mean signed, with prune (n) "
+             "| mean signed, without (n) |", "|---|---|---|---|---|---|---|"]
+    for r in found:
+        errs = speedup_errors(r)
+        both = sorted(abs(e) for e in errs["prune"] + errs["no prune"])
+        signed = [f"{100 * statistics.mean(errs[k]):+.1f} % ({len(errs[k])})" if errs[k] else "-"
+                  for k in ("prune", "no prune")]
+        lines.append(f"| {r['model']} | {r['batch']} | {r['backend']} | "
+                     f"{100 * statistics.median(both):.1f} % | "
+                     f"{100 * both[int(0.9 * (len(both) - 1))]:.1f} % | {signed[0]} | {signed[1]} |")
+    return lines
+
+
 def report(args: argparse.Namespace) -> str:
     folder = results_dir(args)
     found = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
@@ -141,6 +176,7 @@ def report(args: argparse.Namespace) -> str:
             f"{r['dense_ms']:.3f} ({r['dense_predicted_ms']:.3f}) | {r['median_speedup']:.2f}x | "
             f"{r['median_flops_ratio']:.2f}x | {r['median_speedup_per_flops_ratio']:.2f} | "
             f"{r['median_deploy_speedup']:.2f}x | {r['dense_ms'] / r['dense_deployed_ms']:.2f}x |")
+    lines += speedup_error_lines(found)
     missing = [f"{m}-b{b}-{be}" for m in MODELS for b in (1, 32) for be in ("torch", "onnxruntime")
                if not (folder / f"{m}-b{b}-{be}.json").exists()]
     if missing and not args.smoke:
