@@ -177,7 +177,7 @@ def _typed(key: str, value: Any, want: type) -> Any:
 _FINETUNE_TYPES: dict[str, type] = {
     "steps": int, "epochs": float, "lr": float, "schedule": str, "momentum": float,
     "weight_decay": float, "batch_size": int, "augment": bool, "distill": bool, "kd_alpha": float,
-    "kd_temperature": float, "bn_batches": int}
+    "kd_temperature": float, "bn_batches": int, "memory_format": str}
 
 
 def _finetune_from(data: Mapping[str, Any], base: FinetuneConfig) -> FinetuneConfig:

@@ -81,6 +81,9 @@ def evaluate(
     return correct / total
 
 
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     """The one fine-tune recipe of autorank: what trials, strategies and exports train with.
@@ -104,6 +107,10 @@ class FinetuneConfig:
     bn_batches: int = 20  # recover(): BatchNorm recalibration batches first (0: none)
     seed: int = 0
     log_every: int = 50  # steps between log lines (and the window of FinetuneResult.final_loss)
+    # "channels_last" trains in NHWC, "contiguous" in NCHW, "auto": NHWC on CPU, where it is
+    # faster per step (bench/train_speed.py), NCHW elsewhere (not measured there). The model
+    # leaves the fine-tune in NCHW either way.
+    memory_format: str = "auto"
 
     def __post_init__(self) -> None:
         if ((self.steps is not None and self.steps < 0) or (self.epochs is not None and self.epochs < 0)
@@ -112,6 +119,9 @@ class FinetuneConfig:
                             "bn_batches >= 0")
         if not 0.0 <= self.kd_alpha <= 1.0 or self.kd_temperature <= 0:
             raise UserError("finetune: needs 0 <= kd_alpha <= 1 and kd_temperature > 0")
+        if self.memory_format not in MEMORY_FORMATS:
+            raise UserError(f"finetune: unknown memory_format {self.memory_format!r}; expected one "
+                            f"of {list(MEMORY_FORMATS)}")
         if self.schedule not in SCHEDULES:
             raise UserError(f"finetune: unknown schedule {self.schedule!r}; expected one of "
                             f"{sorted(SCHEDULES)}")
@@ -249,6 +259,20 @@ def _train_loop(
     extras: _Extras,
 ) -> FinetuneResult:
     model.to(dev).train()
+    nhwc = cfg.memory_format == "channels_last" or (cfg.memory_format == "auto" and dev.type == "cpu")
+    if not nhwc:
+        return _train_steps(model, data, cfg, total, dev, extras, torch.contiguous_format)
+    model.to(memory_format=torch.channels_last)
+    try:
+        return _train_steps(model, data, cfg, total, dev, extras, torch.channels_last)
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+
+
+def _train_steps(
+    model: nn.Module, data: DataBundle, cfg: FinetuneConfig, total: int, dev: torch.device,
+    extras: _Extras, layout: torch.memory_format,
+) -> FinetuneResult:
     loop = TrainLoop.make(model, cfg, total, dev)
     per_epoch = math.ceil(len(data) / cfg.batch_size)  # the batches of one pass of _endless
     saved = extras.checkpoint.load() if extras.checkpoint is not None else None
@@ -260,6 +284,8 @@ def _train_loop(
     images, t0 = 0, time.perf_counter()
     for step in range(start, total):
         x, y = next(batches)
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=layout)
         value = _step(model, loop, extras.teacher, step, (x, y), cfg)
         if extras.hook is not None:
             extras.hook.after_step(step)

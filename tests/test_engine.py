@@ -75,6 +75,29 @@ def test_finetune_is_deterministic_for_a_seed(synthetic: DataBundle) -> None:
     assert not torch.equal(first["conv1.weight"], other["conv1.weight"])
 
 
+def test_channels_last_trains_the_same_model_and_leaves_it_nchw(synthetic: DataBundle) -> None:
+    seen: dict[str, set[bool]] = {}
+
+    def run(fmt: str) -> nn.Module:
+        model = _tiny(num_classes=4)
+        layouts = seen.setdefault(fmt, set())
+        model.conv1.register_forward_pre_hook(lambda m, args: layouts.add(
+            args[0].is_contiguous(memory_format=torch.channels_last)
+            and m.weight.is_contiguous(memory_format=torch.channels_last)))
+        finetune(model, synthetic, steps=6, batch_size=32, lr=0.05, memory_format=fmt)
+        return model
+
+    nhwc, auto, nchw = run("channels_last"), run("auto"), run("contiguous")
+    assert seen == {"channels_last": {True}, "auto": {True}, "contiguous": {False}}  # auto on CPU
+    for (name, a), b, c in zip(nhwc.state_dict().items(), auto.state_dict().values(),
+                               nchw.state_dict().values(), strict=True):
+        assert a.is_contiguous() and torch.equal(a, b), name
+        # other conv kernels, the same arithmetic: equal up to float rounding
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-5, msg=name)
+    with pytest.raises(UserError, match="unknown memory_format 'nhwc'"):
+        FinetuneConfig(steps=1, memory_format="nhwc")
+
+
 def test_finetune_leaves_global_rng_alone(synthetic: DataBundle) -> None:
     model = _tiny(num_classes=4)
     torch.manual_seed(123)
