@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -48,6 +49,7 @@ def evaluate(
     batch_size: int = 512,
     device: str | torch.device = "cpu",
     limit: int | None = None,
+    memory_format: str = "auto",
 ) -> float:
     """Top-1 accuracy of ``model`` on a split, in eval mode; the model's mode is restored.
 
@@ -58,6 +60,8 @@ def evaluate(
         batch_size: images per forward pass.
         device: where to run (``"auto"`` picks CUDA when available).
         limit: evaluate only the first ``limit`` images.
+        memory_format: the layout to run in, as :attr:`FinetuneConfig.memory_format` (NHWC on
+            CPU by default: faster there); the model's own layout is restored.
 
     Returns:
         Accuracy in [0, 1].
@@ -70,10 +74,14 @@ def evaluate(
         raise UserError(f"cannot evaluate on split {split!r}: it has no images")
     was_training = model.training
     model.eval().to(dev)
+    layout = _layout(memory_format, dev)
     correct = total = 0
     try:
-        with torch.inference_mode():
+        # the layout changes outside inference mode: else the weights become inference tensors
+        with _in_layout(model, layout), torch.inference_mode():
             for x, y in data.batches(split, batch_size=batch_size, device=dev, limit=limit):
+                if x.dim() == 4:
+                    x = x.contiguous(memory_format=layout)
                 correct += int((model(x).argmax(1) == y).sum())
                 total += len(y)
     finally:
@@ -259,14 +267,37 @@ def _train_loop(
     extras: _Extras,
 ) -> FinetuneResult:
     model.to(dev).train()
-    nhwc = cfg.memory_format == "channels_last" or (cfg.memory_format == "auto" and dev.type == "cpu")
-    if not nhwc:
-        return _train_steps(model, data, cfg, total, dev, extras, torch.contiguous_format)
-    model.to(memory_format=torch.channels_last)
+    layout = _layout(cfg.memory_format, dev)
+    teacher = extras.teacher.teacher if extras.teacher is not None else None
+    with _in_layout(model, layout), _in_layout(teacher, layout):
+        return _train_steps(model, data, cfg, total, dev, extras, layout)
+
+
+def _layout(memory_format: str, dev: torch.device) -> torch.memory_format:
+    """The tensor layout of ``memory_format`` (:attr:`FinetuneConfig.memory_format`) on ``dev``."""
+    if memory_format not in MEMORY_FORMATS:
+        raise UserError(f"unknown memory_format {memory_format!r}; expected one of {list(MEMORY_FORMATS)}")
+    if memory_format == "channels_last" or (memory_format == "auto" and dev.type == "cpu"):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+@contextlib.contextmanager
+def _in_layout(model: nn.Module | None, layout: torch.memory_format) -> Iterator[None]:
+    """``model``'s 4-d weights in ``layout`` inside, in the layout they had before after."""
+    if model is None or layout == torch.contiguous_format:
+        yield
+        return
+    # a 1x1 kernel is contiguous in both layouts: the first larger one tells which it is in
+    was_nhwc = next((not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last)
+                     for w in model.parameters() if w.dim() == 4 and w.shape[2] * w.shape[3] > 1),
+                    False)
+    model.to(memory_format=layout)
     try:
-        return _train_steps(model, data, cfg, total, dev, extras, torch.channels_last)
+        yield
     finally:
-        model.to(memory_format=torch.contiguous_format)
+        if not was_nhwc:
+            model.to(memory_format=torch.contiguous_format)
 
 
 def _train_steps(

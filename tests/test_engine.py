@@ -98,6 +98,24 @@ def test_channels_last_trains_the_same_model_and_leaves_it_nchw(synthetic: DataB
         FinetuneConfig(steps=1, memory_format="nhwc")
 
 
+def test_evaluate_in_either_layout_leaves_the_models_own(
+        trained: tuple[nn.Module, float, float], digits: DataBundle) -> None:
+    model = copy.deepcopy(trained[0])
+
+    def nhwc() -> bool:
+        return not model.conv1.weight.is_contiguous()
+
+    nchw_acc = evaluate(model, digits, memory_format="contiguous")
+    assert evaluate(model, digits) == pytest.approx(nchw_acc, abs=2 / digits.num_examples("test"))
+    assert not nhwc()
+    finetune(model, digits, steps=1, batch_size=8, memory_format="contiguous")  # still trainable
+    model.to(memory_format=torch.channels_last)  # as inside a fine-tune, when a hook evaluates
+    evaluate(model, digits, memory_format="auto")
+    assert nhwc()
+    with pytest.raises(UserError, match="unknown memory_format 'nhwc'"):
+        evaluate(model, digits, memory_format="nhwc")
+
+
 def test_finetune_leaves_global_rng_alone(synthetic: DataBundle) -> None:
     model = _tiny(num_classes=4)
     torch.manual_seed(123)
