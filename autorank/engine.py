@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -16,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._bn import recalibrate_bn
 from ._loop import SCHEDULES, EpochCheckpoint, TrainLoop
 from .data import DataBundle
 from .distill import TeacherCache, distillation_loss
 from .errors import NonFiniteLossError, UserError
-from .runtime import configure_threads, resolve_device
+from .runtime import configure_threads, in_layout, memory_layout, resolve_device
 
 __all__ = [
     "FinetuneConfig",
@@ -74,11 +74,11 @@ def evaluate(
         raise UserError(f"cannot evaluate on split {split!r}: it has no images")
     was_training = model.training
     model.eval().to(dev)
-    layout = _layout(memory_format, dev)
+    layout = memory_layout(memory_format, dev)
     correct = total = 0
     try:
         # the layout changes outside inference mode: else the weights become inference tensors
-        with _in_layout(model, layout), torch.inference_mode():
+        with in_layout(model, layout), torch.inference_mode():
             for x, y in data.batches(split, batch_size=batch_size, device=dev, limit=limit):
                 if x.dim() == 4:
                     x = x.contiguous(memory_format=layout)
@@ -87,9 +87,6 @@ def evaluate(
     finally:
         model.train(was_training)
     return correct / total
-
-
-MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
 @dataclass(frozen=True)
@@ -127,9 +124,7 @@ class FinetuneConfig:
                             "bn_batches >= 0")
         if not 0.0 <= self.kd_alpha <= 1.0 or self.kd_temperature <= 0:
             raise UserError("finetune: needs 0 <= kd_alpha <= 1 and kd_temperature > 0")
-        if self.memory_format not in MEMORY_FORMATS:
-            raise UserError(f"finetune: unknown memory_format {self.memory_format!r}; expected one "
-                            f"of {list(MEMORY_FORMATS)}")
+        memory_layout(self.memory_format, torch.device("cpu"))  # a known name, or UserError
         if self.schedule not in SCHEDULES:
             raise UserError(f"finetune: unknown schedule {self.schedule!r}; expected one of "
                             f"{sorted(SCHEDULES)}")
@@ -267,37 +262,10 @@ def _train_loop(
     extras: _Extras,
 ) -> FinetuneResult:
     model.to(dev).train()
-    layout = _layout(cfg.memory_format, dev)
+    layout = memory_layout(cfg.memory_format, dev)
     teacher = extras.teacher.teacher if extras.teacher is not None else None
-    with _in_layout(model, layout), _in_layout(teacher, layout):
+    with in_layout(model, layout), in_layout(teacher, layout):
         return _train_steps(model, data, cfg, total, dev, extras, layout)
-
-
-def _layout(memory_format: str, dev: torch.device) -> torch.memory_format:
-    """The tensor layout of ``memory_format`` (:attr:`FinetuneConfig.memory_format`) on ``dev``."""
-    if memory_format not in MEMORY_FORMATS:
-        raise UserError(f"unknown memory_format {memory_format!r}; expected one of {list(MEMORY_FORMATS)}")
-    if memory_format == "channels_last" or (memory_format == "auto" and dev.type == "cpu"):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-@contextlib.contextmanager
-def _in_layout(model: nn.Module | None, layout: torch.memory_format) -> Iterator[None]:
-    """``model``'s 4-d weights in ``layout`` inside, in the layout they had before after."""
-    if model is None or layout == torch.contiguous_format:
-        yield
-        return
-    # a 1x1 kernel is contiguous in both layouts: the first larger one tells which it is in
-    was_nhwc = next((not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last)
-                     for w in model.parameters() if w.dim() == 4 and w.shape[2] * w.shape[3] > 1),
-                    False)
-    model.to(memory_format=layout)
-    try:
-        yield
-    finally:
-        if not was_nhwc:
-            model.to(memory_format=torch.contiguous_format)
 
 
 def _train_steps(
@@ -367,62 +335,6 @@ def _progress_bar(total: int, enabled: bool, *, initial: int = 0) -> Any:
 
     # disable=None: a live bar on a terminal, nothing in logs and CI (no line per update)
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, disable=None)
-
-
-def recalibrate_bn(
-    model: nn.Module,
-    data: DataBundle,
-    *,
-    batches: int = 20,
-    batch_size: int = 128,
-    device: str | torch.device = "cpu",
-    augment: bool = True,
-) -> int:
-    """Re-estimate BatchNorm running statistics on training images, without gradients.
-
-    Resets each BN's running mean/var and accumulates a cumulative average (``momentum=None``)
-    over ``batches`` training batches, then restores each BN's momentum and the model's mode.
-    Needed after factorization changes the activations a BN layer sees.
-
-    The batches are augmented (crop + flip) by default, as in training: statistics of
-    un-augmented images differ from those a checkpoint learned, and measured on the CIFAR
-    ResNet-20 checkpoint, recalibrating the dense model on un-augmented batches costs 2.8 points
-    of test accuracy (91.73 -> 88.97 %), on augmented ones 0.1 (91.62 %).
-
-    Args:
-        model: the model, modified in place.
-        data: images come from ``data.train`` (shuffled with a fixed seed).
-        batches: number of batches to average over.
-        batch_size: images per batch.
-        device: where to run.
-        augment: random crop + flip, as the training batches had.
-
-    Returns:
-        The number of BN layers recalibrated.
-    """
-    dev = resolve_device(device)
-    bns = [m for m in model.modules()
-           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not bns:
-        log.info("recalibrate_bn: the model has no BatchNorm layer with running stats")
-        return 0
-    momenta = [bn.momentum for bn in bns]
-    was_training = model.training
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-    model.to(dev).train()
-    try:
-        with torch.no_grad():
-            for x, _ in data.batches("train", batch_size=batch_size, shuffle=True,
-                                     augment=augment, generator=torch.Generator().manual_seed(0),
-                                     device=dev, limit=batches * batch_size):
-                model(x)
-    finally:
-        for bn, momentum in zip(bns, momenta, strict=True):
-            bn.momentum = momentum
-        model.train(was_training)
-    return len(bns)
 
 
 def recover(

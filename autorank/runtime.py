@@ -1,4 +1,4 @@
-"""Where and how torch runs: the device, and the number of CPU threads."""
+"""Where and how torch runs: the device, the number of CPU threads, the tensor layout."""
 
 from __future__ import annotations
 
@@ -6,10 +6,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+from torch import nn
 
 from .errors import UserError
 
-__all__ = ["configure_threads", "num_threads", "resolve_device"]
+__all__ = ["MEMORY_FORMATS", "configure_threads", "in_layout", "memory_layout", "num_threads",
+           "resolve_device"]
+
+# "auto": NHWC on CPU, where it is faster (bench/train_speed.py), NCHW elsewhere (not measured)
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -60,3 +65,30 @@ def num_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def memory_layout(memory_format: str, dev: torch.device) -> torch.memory_format:
+    """The tensor layout of ``memory_format`` (``FinetuneConfig.memory_format``) on ``dev``."""
+    if memory_format not in MEMORY_FORMATS:
+        raise UserError(f"unknown memory_format {memory_format!r}; expected one of {list(MEMORY_FORMATS)}")
+    if memory_format == "channels_last" or (memory_format == "auto" and dev.type == "cpu"):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+@contextmanager
+def in_layout(model: nn.Module | None, layout: torch.memory_format) -> Iterator[None]:
+    """``model``'s 4-d weights in ``layout`` inside, in the layout they had before after."""
+    if model is None or layout == torch.contiguous_format:
+        yield
+        return
+    # a 1x1 kernel is contiguous in both layouts: the first larger one tells which it is in
+    was_nhwc = next((not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last)
+                     for w in model.parameters() if w.dim() == 4 and w.shape[2] * w.shape[3] > 1),
+                    False)
+    model.to(memory_format=layout)
+    try:
+        yield
+    finally:
+        if not was_nhwc:
+            model.to(memory_format=torch.contiguous_format)
