@@ -198,3 +198,68 @@ def test_an_interrupted_seed_plan_is_enqueued_again_once() -> None:
     assert requeue_interrupted_seeds(study) == []  # asked twice (a second resume): once
     again = study.ask()
     assert again.suggest_float("w", 0.0, 1.0) == 0.25
+
+
+class _TakenForDeadOnce:
+    """A space whose first suggestion finds its trial failed by another driver (a late
+    heartbeat on a loaded machine)."""
+
+    def __init__(self, study: object) -> None:
+        self.study, self.calls = study, 0
+
+    def suggest(self, trial: object) -> None:
+        from autorank.sweep.study import _fail
+
+        self.calls += 1
+        if self.calls == 1:
+            _fail(self.study, trial, "its driver stopped beating")
+        trial.suggest_float("w", 0.0, 1.0)  # type: ignore[attr-defined]
+
+    def plan(self, params: dict[str, float]) -> dict[str, float]:
+        return {}
+
+
+def test_a_trial_taken_for_dead_before_it_starts_is_replaced_not_a_crash() -> None:
+    import optuna
+
+    from autorank.sweep.study import ask_new, counts
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    space = _TakenForDeadOnce(study)
+    asked = ask_new(study, space)
+    assert asked is not None and space.calls == 2
+    trial, params = asked
+    assert trial.number == 1 and set(params) == {"w"}
+    assert counts(study) == (0, 1)  # the failed one is interrupted: not in the budget
+
+
+def test_a_promotion_claim_or_result_taken_for_dead_is_dropped_not_a_crash(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import optuna
+    from optuna.trial import TrialState
+
+    from autorank.sweep.rungs import claim_promotion, open_rung_study
+    from autorank.sweep.study import _fail, is_interrupted
+    from autorank.sweep.table import record
+    from autorank.types import TrialOutcome
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rung_study = open_rung_study(optuna.storages.InMemoryStorage(), "s")
+    ask = rung_study.ask
+
+    def ask_then_die() -> object:
+        trial = ask()
+        _fail(rung_study, trial, "its driver stopped beating")
+        return trial
+
+    monkeypatch.setattr(rung_study, "ask", ask_then_die)
+    assert claim_promotion(rung_study, 3, 1) is None
+    monkeypatch.undo()
+    claimed = claim_promotion(rung_study, 3, 1)  # the failed claim does not hold the promotion
+    assert claimed is not None
+    _fail(rung_study, claimed, "its driver stopped beating")  # while the promotion ran
+    record(rung_study, claimed, TrialOutcome(val_accuracy=0.5), ["val_accuracy"])
+    states = [t.state for t in rung_study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.FAIL]
+    assert all(is_interrupted(t) for t in rung_study.get_trials())

@@ -131,12 +131,29 @@ def claim_promotion(rung_study: Any, number: int, rung: int,
     one first waits (at most ``CLAIM_WAIT_S``) until every earlier running claim has done so:
     two drivers that promote the same trial at once agree on which one runs it.
     """
-    from optuna.trial import TrialState
+    import optuna
 
     with quiet_optuna():
         trial = rung_study.ask()
     if heartbeat is not None:
         heartbeat.add(trial._trial_id)
+    try:
+        held = _hold(rung_study, trial, number, rung)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # another driver took this claim for dead (late heartbeat) and failed it as
+        # interrupted, which frees the promotion: the scheduler offers it again
+        log.warning("promotion claim %d was failed as interrupted before it ran", trial.number)
+        held = False
+    if not held and heartbeat is not None:
+        heartbeat.discard(trial._trial_id)
+    return trial if held else None
+
+
+def _hold(rung_study: Any, trial: Any, number: int, rung: int) -> bool:
+    """Record what claim ``trial`` holds; False (and the claim told PRUNED) when an earlier
+    claim holds the same promotion."""
+    from optuna.trial import TrialState
+
     trial.set_user_attr("trial", number)
     trial.set_user_attr("rung", rung)
     trial.set_user_attr("driver", driver_id())
@@ -154,10 +171,8 @@ def claim_promotion(rung_study: Any, number: int, rung: int,
         if same and live:
             trial.set_user_attr("error", f"duplicate of promotion {t.number}: not run")
             rung_study.tell(trial, state=TrialState.PRUNED)
-            if heartbeat is not None:
-                heartbeat.discard(trial._trial_id)
-            return None
-    return trial
+            return False
+    return True
 
 
 def trial_params(study: Any, number: int) -> dict[str, Any]:

@@ -229,21 +229,29 @@ def ask_new(study: Any, space: Any, heartbeat: Heartbeat | None = None
     ``heartbeat`` starts beating for the trial as soon as it exists, before its plan is drawn;
     the caller ends it with ``heartbeat.discard`` once the trial is told.
     """
+    import optuna
+
     for _ in range(MAX_DUPLICATES):
         with quiet_optuna():
             trial = study.ask()
         if heartbeat is not None:
             heartbeat.add(trial._trial_id)
-        space.suggest(trial)
-        params = dict(trial.params)
         try:
-            plan_json = plan_to_json(space.plan(params))
-        except Exception:  # the trial records why its plan cannot be built
-            plan_json = ""
-        earlier = claim(study, trial, plan_json)
-        if earlier is None:
-            return trial, params
-        tell_duplicate(study, trial, earlier)
+            space.suggest(trial)
+            params = dict(trial.params)
+            try:
+                plan_json = plan_to_json(space.plan(params))
+            except Exception:  # the trial records why its plan cannot be built
+                plan_json = ""
+            earlier = claim(study, trial, plan_json)
+            if earlier is None:
+                return trial, params
+            tell_duplicate(study, trial, earlier)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # another driver took it for dead (its heartbeat came late, e.g. on a loaded
+            # machine) and failed it as interrupted; it does not count: ask another
+            log.warning("trial %d was failed as interrupted before it started: asking another",
+                        trial.number)
         if heartbeat is not None:
             heartbeat.discard(trial._trial_id)
     log.warning("%d draws in a row repeat plans already run: the search stops", MAX_DUPLICATES)

@@ -40,15 +40,15 @@ def record(study: Any, trial: Any, outcome: TrialOutcome, metrics: Sequence[str]
             trial.set_user_attr(key, value.item() if isinstance(value, np.generic) else value)
         if floor is not None and not outcome.failed:
             trial.set_constraint(CONSTRAINT, floor - float(outcome.val_accuracy or 0.0))
+        if outcome.failed:
+            study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+        else:
+            study.tell(trial, [float(getattr(outcome, m)) for m in metrics], skip_if_finished=True)
     except optuna.exceptions.UpdateFinishedTrialError:
-        # another driver took this one for dead (no heartbeat within the grace period)
+        # another driver took this one for dead (no heartbeat within the grace period), also
+        # between tell's check and its write
         log.warning("trial %d was failed as interrupted meanwhile: its result is dropped",
                     trial.number)
-        return
-    if outcome.failed:
-        study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-    else:
-        study.tell(trial, [float(getattr(outcome, m)) for m in metrics], skip_if_finished=True)
 
 
 def _rungs_by_trial(rung_study: Any | None) -> dict[int, dict[int, dict[str, Any]]]:
