@@ -112,9 +112,10 @@ class FinetuneConfig:
     bn_batches: int = 20  # recover(): BatchNorm recalibration batches first (0: none)
     seed: int = 0
     log_every: int = 50  # steps between log lines (and the window of FinetuneResult.final_loss)
-    # "channels_last" trains in NHWC, "contiguous" in NCHW, "auto": NHWC on CPU, where it is
-    # faster per step (bench/train_speed.py), NCHW elsewhere (not measured there). The model
-    # leaves the fine-tune in NCHW either way.
+    # "channels_last" trains in NHWC, "contiguous" in NCHW, "auto": NHWC on CPU, where a step
+    # was 1.02-1.48x faster over the registered models at 2 threads (1.29-1.72x on compressed
+    # ResNet-20s; bench/results/train_speed.md), NCHW elsewhere (not measured there). The
+    # model leaves the fine-tune in NCHW either way.
     memory_format: str = "auto"
 
     def __post_init__(self) -> None:
