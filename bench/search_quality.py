@@ -54,6 +54,7 @@ import torch
 
 from autorank.config import make_config, space_from_dict
 from autorank.sweep import hypervolume_2d, pareto_front, search
+from autorank.sweep.study import INTERRUPTED
 
 RESULTS = Path(__file__).parent / "results"
 # arm -> space overrides; every arm gets the same space, seeds, budget and fine-tune
@@ -120,8 +121,13 @@ def summarise(name: str, trials: pd.DataFrame, tested: pd.DataFrame, baseline: d
     completed = pd.to_datetime(trials["completed"]).max()
     trial_phase_s = (completed - started).total_seconds()
     p, f = best["params"], best["flops"]
+    # a trial whose driver stopped (a resumed run) is failed as interrupted, not by its plan
+    failed = trials["state"] == "failed"
+    interrupted = trials.get("error", pd.Series("", index=trials.index)).astype(str).str.startswith(
+        INTERRUPTED)
     return {
-        "arm": name, "trials": len(trials), "failed": int((trials["state"] == "failed").sum()),
+        "arm": name, "trials": len(trials), "failed": int((failed & ~interrupted).sum()),
+        "interrupted": int((failed & interrupted).sum()),
         **hypervolumes(done, baseline),
         "best_params_ratio_1pp": float(p["params_ratio"]) if p is not None else None,
         "its_flops_ratio": float(p["flops_ratio"]) if p is not None else None,
