@@ -400,15 +400,17 @@ def report(args: argparse.Namespace) -> str:
     folder = results_dir(args)
     lines = ["# Final models' quality", "", "Written by `bench/final_quality.py --report` from the "
              "arm files in `bench/results/final_quality/`; see the script's docstring for the "
-             "protocol. Arms not run yet are listed as missing.", ""]
+             "protocol. Arms not run yet are listed as missing. Wall times are as measured on the "
+             "bench's machine, some with other jobs on the same cores: compare the compute "
+             "column, not them.", ""]
     for model in ("tiny_cnn",) if args.smoke else ("resnet20", "resnet56"):
         found = arm_files(folder, model)
         lines += [f"## {model}", ""]
         missing = [a for a in ARMS if a not in found]
         if missing:
             lines += [f"Missing arms: {', '.join(missing)}.", ""]
-        lines += ["| arm | model | test acc | params ratio | FLOPs ratio | compute |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["| arm | model | test acc | params ratio | FLOPs ratio | compute | wall time |",
+                  "|---|---|---|---|---|---|---|"]
         for arm, data in found.items():
             if arm in ("tau", "continuation"):
                 continue
@@ -419,7 +421,8 @@ def report(args: argparse.Namespace) -> str:
                            else f"{data['settings']['max_steps']} steps + final "
                                 f"{data['settings']['final_epochs']} ep")
                 lines.append(f"| {arm} | {label} | {100 * m['test']:.2f} % | "
-                             f"{m['params_ratio']:.2f}x | {m['flops_ratio']:.2f}x | {compute} |")
+                             f"{m['params_ratio']:.2f}x | {m['flops_ratio']:.2f}x | {compute} | "
+                             f"{wall_time(data, m)} |")
         for arm, data in found.items():
             if "compute_epochs" in data:
                 base = data["baseline"]
@@ -442,6 +445,14 @@ def report(args: argparse.Namespace) -> str:
         lines += epoch_curve_lines(found)
         lines.append("")
     return "\n".join(lines)
+
+
+def wall_time(data: dict[str, Any], model: dict[str, Any]) -> str:
+    """A model's wall time on the bench's machine: the search (shared by its picks) and its
+    final training, or a fixed arm's fine-tune and final training."""
+    if "search_s" in data:
+        return f"search {data['search_s'] / 60:.0f} min + final {model['final_s'] / 60:.0f} min"
+    return f"{model['train_s'] / 60:.0f} min" if "train_s" in model else "-"
 
 
 def near_tau_lines(tau: dict[str, Any], found: dict[str, Any]) -> list[str]:
