@@ -120,7 +120,9 @@ def run_search_arm(args: argparse.Namespace, arm: str) -> dict[str, Any]:
     steps_used = int(done["steps"].fillna(0).sum())
     front = result.pareto()
     rows = []
-    for name, number in picks(front, float(result.baseline["val_accuracy"])).items():
+    chosen = picks(front, float(result.baseline["val_accuracy"]))
+    for number in dict.fromkeys(chosen.values()):  # a trial both picks name is trained once
+        name = " and ".join(n for n, t in chosen.items() if t == number)
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.time()
             info = ar.export(out, number, Path(tmp) / "model", finetune_epochs=args.final_epochs).info
@@ -429,7 +431,7 @@ def report(args: argparse.Namespace) -> str:
                 picked = {m["pick"] for m in data["models"]}
                 lines += ["", f"{arm}: baseline val {100 * base['val_accuracy']:.2f} %, test "
                           f"{100 * base['test_accuracy']:.2f} %; {data['trials']} plans, front of "
-                          f"{data['front_size']}" + ("" if "within_1pp" in picked else
+                          f"{data['front_size']}" + ("" if any("within_1pp" in p for p in picked) else
                                                      "; no front trial within 1 pp of the "
                                                      "baseline's validation accuracy")]
         if "tau" in found:
