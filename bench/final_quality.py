@@ -50,6 +50,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 import autorank as ar
@@ -113,9 +114,12 @@ def run_search_arm(args: argparse.Namespace, arm: str) -> dict[str, Any]:
     if not (out / "pareto.csv").exists():
         ar.search(search_config(args, arm, out), resume=(out / "config.yaml").exists())
         ray.shutdown()
-    search_s = time.time() - start
     result = ar.load_run(out)
     trials = result.trials
+    search_s = time.time() - start
+    if search_s < 60:  # the search had ended in an earlier call: its trials' span
+        search_s = (pd.to_datetime(trials["completed"]).max()
+                    - pd.to_datetime(trials["started"]).min()).total_seconds()
     done = trials[trials["state"] == "complete"]
     steps_used = int(done["steps"].fillna(0).sum())
     front = result.pareto()
