@@ -421,7 +421,7 @@ def report(args: argparse.Namespace) -> str:
             if arm in ("tau", "continuation"):
                 continue
             for m in data["models"]:
-                label = m.get("pick") or f"{m['target_flops_ratio']:.0f}x FLOPs target"
+                label = m.get("pick") or f"{m['target_flops_ratio']:g}x FLOPs target"
                 compute = (f"search {data['compute_epochs']:.1f} ep + final "
                            f"{data['settings']['final_epochs']} ep" if "compute_epochs" in data
                            else f"{data['settings']['max_steps']} steps + final "
@@ -491,7 +491,7 @@ def epoch_curve_lines(found: dict[str, Any]) -> list[str]:
              "|---|---|" + "---|" * longest]
     for arm, m in rows:
         cells = [f"{100 * r['test']:.2f}" for r in m["by_epoch"]] + [""] * (longest - len(m["by_epoch"]))
-        lines.append(f"| {arm} | {m['target_flops_ratio']:.0f}x FLOPs | " + " | ".join(cells) + " |")
+        lines.append(f"| {arm} | {m['target_flops_ratio']:g}x FLOPs | " + " | ".join(cells) + " |")
     return lines
 
 
