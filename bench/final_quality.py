@@ -111,13 +111,14 @@ def run_search_arm(args: argparse.Namespace, arm: str) -> dict[str, Any]:
 
     out = Path(args.work) / f"{args.model}-{arm}"
     start = time.time()
-    if not (out / "pareto.csv").exists():
+    searched = not (out / "pareto.csv").exists()
+    if searched:
         ar.search(search_config(args, arm, out), resume=(out / "config.yaml").exists())
         ray.shutdown()
+    search_s = time.time() - start
     result = ar.load_run(out)
     trials = result.trials
-    search_s = time.time() - start
-    if search_s < 60:  # the search had ended in an earlier call: its trials' span
+    if not searched:  # the search had ended in an earlier call: its trials' span
         search_s = (pd.to_datetime(trials["completed"]).max()
                     - pd.to_datetime(trials["started"]).min()).total_seconds()
     done = trials[trials["state"] == "complete"]
