@@ -46,6 +46,24 @@ def test_eta_sets_the_share_promoted() -> None:
     assert promotable(results[:3], eta=4, top=1) == []  # no worker waits: nothing to promote yet
 
 
+def test_no_more_than_one_eta_of_a_rung_goes_on_however_it_fills() -> None:
+    # a rung filled in order of rising accuracy: every newcomer enters the top quarter, so
+    # ASHA proper would promote 15 of 20; the bound keeps it to floor(n / eta) at every step
+    results: list[RungResult] = []
+    for i in range(20):
+        results.append(r0(i, 0.5 + i / 100, 10.0))
+        for number, rung in promotable(results, eta=4, top=1):
+            results.append(RungResult(number, rung, 0.9, (10.0,)))
+        gone_on = sum(r.rung == 1 for r in results)
+        assert gone_on == (i + 1) // 4
+    # a trial that enters the top once the slots are used waits until the rung grows
+    results = [r0(i, 0.5, 10.0) for i in range(4)] + [RungResult(0, 1, 0.9, (10.0,))]
+    results.append(r0(4, 0.99, 10.0))
+    assert promotable(results, eta=4, top=1) == []
+    results += [r0(i, 0.4, 10.0) for i in range(5, 8)]
+    assert promotable(results, eta=4, top=1) == [(4, 1)]
+
+
 def test_taken_and_done_promotions_are_not_offered_again_and_top_rung_ends() -> None:
     results = [r0(i, 0.5 + i / 100, 10.0) for i in range(6)] + [RungResult(5, 1, 0.9, (10.0,))]
     assert promotable(results, eta=3, top=2, taken=[(4, 1)]) == []
