@@ -50,11 +50,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 
 import autorank as ar
 from autorank.config import make_config, space_from_dict
+from autorank.sweep.table import busy_seconds
 
 RESULTS = Path(__file__).parent / "results"
 ARMS = ("single", "multi", "prune-l1", "prune-depgraph", "uniform", "tau", "continuation")
@@ -118,9 +118,8 @@ def run_search_arm(args: argparse.Namespace, arm: str) -> dict[str, Any]:
     search_s = time.time() - start
     result = ar.load_run(out)
     trials = result.trials
-    if not searched:  # the search had ended in an earlier call: its trials' span
-        search_s = (pd.to_datetime(trials["completed"]).max()
-                    - pd.to_datetime(trials["started"]).min()).total_seconds()
+    if not searched:  # the search had ended in an earlier call: the time its trials ran
+        search_s = busy_seconds(trials)
     done = trials[trials["state"] == "complete"]
     steps_used = int(done["steps"].fillna(0).sum())
     front = result.pareto()

@@ -55,6 +55,7 @@ import torch
 from autorank.config import make_config, space_from_dict
 from autorank.sweep import hypervolume_2d, pareto_front, search
 from autorank.sweep.study import INTERRUPTED
+from autorank.sweep.table import busy_seconds
 
 RESULTS = Path(__file__).parent / "results"
 # arm -> space overrides; every arm gets the same space, seeds, budget and fine-tune
@@ -110,16 +111,17 @@ def summarise(name: str, trials: pd.DataFrame, tested: pd.DataFrame, baseline: d
     # dense model), where it did
     measured = ["number", "test_accuracy",
                 *[c for c in ("latency_ms", "latency_batch_ms") if c in tested]]
-    fronts = {cost: pareto_front(done, ["val_accuracy", cost], ["max", "min"]).merge(
-        tested[measured], on="number", how="left") for cost in ("params", "flops")}
+    # the trials table has empty latency columns of its own: without dropping them the merge
+    # would name the measured ones latency_ms_y
+    fronts = {cost: pareto_front(done, ["val_accuracy", cost], ["max", "min"]).drop(
+        columns=measured[1:], errors="ignore").merge(tested[measured], on="number", how="left")
+        for cost in ("params", "flops")}
     best = {}
     for cost, front in fronts.items():
         ok = front[front["val_accuracy"] >= base_acc - 0.01].sort_values(cost)
         best[cost] = ok.iloc[0] if len(ok) else None
     inner = (done["finetune_s"] + done["evaluate_s"]).sum()
-    started = pd.to_datetime(trials["started"]).min()
-    completed = pd.to_datetime(trials["completed"]).max()
-    trial_phase_s = (completed - started).total_seconds()
+    trial_phase_s = busy_seconds(trials)  # a resumed run's pause is not trial time
     p, f = best["params"], best["flops"]
     # a trial whose driver stopped (a resumed run) is failed as interrupted, not by its plan
     failed = trials["state"] == "failed"

@@ -39,3 +39,18 @@ def test_hypervolume_2d() -> None:
     # staircase under reference (4, 4): 1*1 + 1*2 + 1*3 = 6
     assert hypervolume_2d(points, (4.0, 4.0)) == 6.0
     assert hypervolume_2d(points, (0.5, 0.5)) == 0.0
+
+
+def test_busy_seconds_counts_overlaps_once_and_skips_a_pause() -> None:
+    from autorank.sweep.table import busy_seconds
+
+    t = "2026-01-01T00:{:02d}:00"
+    frame = pd.DataFrame({
+        # two trials in parallel (0-4, 1-3, 2-6 overlap: 6 min), a 50-minute pause (a stopped
+        # search and its resume), then 56-58; a trial never started is skipped
+        "started": [t.format(0), t.format(1), t.format(2), t.format(56), None],
+        "completed": [t.format(4), t.format(3), t.format(6), t.format(58), None],
+    })
+    assert busy_seconds(frame) == 8 * 60
+    assert busy_seconds(frame.iloc[[1, 0]]) == 4 * 60  # order of rows does not matter
+    assert busy_seconds(frame.iloc[[4]]) == 0.0

@@ -117,6 +117,26 @@ def trials_frame(study: Any, rung_study: Any | None = None) -> pd.DataFrame:
     return frame.sort_values("number").reset_index(drop=True)
 
 
+def busy_seconds(frame: pd.DataFrame) -> float:
+    """Seconds during which at least one trial of a ``trials_frame`` ran: the length of the
+    union of its rows' ``[started, completed]`` spans. Unlike last end minus first start, a
+    pause between a stopped search and its ``--resume`` does not count (except inside a
+    promoted trial whose rungs ran on both sides of it: its row spans all its rungs)."""
+    spans = frame[["started", "completed"]].dropna()
+    if spans.empty:
+        return 0.0
+    starts = pd.to_datetime(spans["started"], format="ISO8601").sort_values()
+    ends = pd.to_datetime(spans["completed"], format="ISO8601")[starts.index]
+    total, cur_start, cur_end = 0.0, starts.iloc[0], ends.iloc[0]
+    for start, end in zip(starts.iloc[1:], ends.iloc[1:], strict=True):
+        if start > cur_end:
+            total += (cur_end - cur_start).total_seconds()
+            cur_start, cur_end = start, end
+        else:
+            cur_end = max(cur_end, end)
+    return total + (cur_end - cur_start).total_seconds()
+
+
 def write_frame(path: Path, frame: pd.DataFrame) -> None:
     """``frame`` as CSV, written atomically."""
     atomic_write(path, frame.to_csv(index=False))
