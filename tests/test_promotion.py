@@ -10,6 +10,7 @@ from autorank.errors import UserError
 from autorank.sweep.promotion import (
     RungResult,
     crowding_distance,
+    gain_to_top,
     promotable,
     rank_by_dominance,
 )
@@ -79,6 +80,40 @@ def test_deepest_rung_first_and_idempotent() -> None:
     assert first[0] == (8, 2)  # rung 1's best goes on before rung 0's next
     assert first == promotable(list(reversed(results)), eta=3, top=2)  # order of results
     assert first == promotable(results, eta=3, top=2)  # asked twice
+
+
+def test_gain_to_top_sums_the_largest_measured_gain_of_each_rung_ahead() -> None:
+    results = [r0(0, 0.60, 1.0), RungResult(0, 1, 0.78, (1.0,)),  # +0.18
+               r0(1, 0.85, 2.0), RungResult(1, 1, 0.83, (2.0,))]  # a loss counts as 0
+    assert gain_to_top(results[2:], top=2) == pytest.approx({0: 0.0, 1: 0.0})
+    # 1 -> 2 not crossed yet: it takes the largest earlier gain
+    assert gain_to_top(results, top=2) == pytest.approx({0: 0.36, 1: 0.18})
+    results.append(RungResult(0, 2, 0.88, (1.0,)))  # +0.10 from rung 1 to 2
+    assert gain_to_top(results, top=2) == pytest.approx({0: 0.28, 1: 0.10})
+    assert gain_to_top([r0(0, 0.5, 1.0)], top=2) == {}  # nothing has gone on: no bound
+
+
+# rung accuracies (100 / 400 steps) and cost (1 / params ratio, 1 / FLOPs ratio) of eight
+# plans of a ResNet-20 search (baseline val 91.76 %, max_drop 0.10)
+MEASURED = {0: (0.4228, 0.6084, (0.104, 0.226)), 2: (0.8926, 0.9066, (0.701, 0.696)),
+            5: (0.7252, 0.8240, (0.243, 0.242)), 8: (0.8274, 0.8786, (0.326, 0.340)),
+            9: (0.7968, 0.8608, (0.323, 0.350)), 16: (0.6832, 0.7872, (0.197, 0.195)),
+            39: (0.9008, 0.9068, (0.848, 0.571)), 10: (0.8394, 0.8816, (0.444, 0.747))}
+
+
+def test_a_plan_no_measured_gain_brings_to_the_floor_is_not_promoted() -> None:
+    results = [RungResult(n, rung, acc[rung], cost) for n, (*acc, cost) in MEASURED.items()
+               for rung in (0, 1)]
+    # without the floor the one-shot seed (trial 0, 20 pp below at 400 steps) takes a slot as
+    # the cheapest plan in params
+    assert 0 in {n for n, _ in promotable(results, eta=4, top=2)}
+    # the largest gain from 100 to 400 steps is its own +18.6 pp: 60.8 + 18.6 < 81.76; trial
+    # 16 (78.7 %) can still reach it and is kept, and its slot goes to a feasible plan
+    got = promotable(results, eta=4, top=2, floor=0.9176 - 0.10)
+    assert len(got) == 2 and 0 not in {n for n, _ in got} and (16, 2) in got
+    assert promotable(results, eta=4, top=2, floor=0.0) == promotable(results, eta=4, top=2)
+    # a floor nothing can reach leaves the rung's slots empty
+    assert promotable(results, eta=4, top=2, floor=1.5) == []
 
 
 def test_non_finite_accuracy_is_never_promoted() -> None:

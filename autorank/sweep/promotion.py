@@ -69,8 +69,38 @@ def rank_by_dominance(values: np.ndarray) -> list[int]:
     return order
 
 
+def gain_to_top(results: Iterable[RungResult], top: int) -> dict[int, float]:
+    """For each rung ``r < top``, the largest accuracy gain a trial could still make from rung
+    ``r`` to the top, as measured so far: the sum over the rungs ahead of the largest gain any
+    trial made between those two rungs (0 at least). A pair of rungs no trial has crossed yet
+    takes the largest gain measured between earlier rungs: gains shrink from rung to rung
+    (measured on ResNet-20, rungs 100 / 400 / 1600 steps: at most +18.6 pp from 100 to 400
+    steps, +10.6 pp from 400 to 1600). Rungs with no measured gain ahead are left out."""
+    acc = rung_accuracies(list(results))
+    step: dict[int, float] = {}
+    for rungs in acc.values():
+        for r in rungs:
+            if r + 1 in rungs and math.isfinite(rungs[r]) and math.isfinite(rungs[r + 1]):
+                step[r] = max(step.get(r, 0.0), rungs[r + 1] - rungs[r])
+    out: dict[int, float] = {}
+    largest: float | None = None
+    gains: list[float | None] = []
+    for r in range(top):
+        if r in step:
+            largest = step[r] if largest is None else max(largest, step[r])
+            gains.append(step[r])
+        else:
+            gains.append(largest)
+    for r in range(top):
+        ahead = gains[r:]
+        if all(g is not None for g in ahead):
+            out[r] = float(sum(g for g in ahead if g is not None))
+    return out
+
+
 def promotable(results: Iterable[RungResult], *, eta: int, top: int,
-               taken: Iterable[tuple[int, int]] = ()) -> list[tuple[int, int]]:
+               taken: Iterable[tuple[int, int]] = (),
+               floor: float | None = None) -> list[tuple[int, int]]:
     """The ``(trial number, next rung)`` pairs that may be started now, in the order to start
     them: the deepest rung first, best first within it.
 
@@ -82,11 +112,19 @@ def promotable(results: Iterable[RungResult], *, eta: int, top: int,
 
     The last condition bounds the compute. ASHA proper promotes every trial that is ever in a
     rung's top ``1/eta``; while a rung is small its top changes as it fills, so more than
-    ``1/eta`` of it goes on (measured: a 47-plan ResNet-20 search with eta 4 took 14 plans to
+    ``1/eta`` of it goes on (measured: a 47-plan ResNet-20 search with eta 4 took 19 plans to
     rung 1 and 5 to rung 2, 41.9 epochs where synchronous halving costs 30). Here at most
     ``floor(n_r / eta)`` go on at any time, so a search of ``n`` plans never costs more than
     ``n`` trials at rung 0, ``n / eta`` at rung 1, ...; a trial that enters the top after the
     slots are used waits until the rung grows.
+
+    ``floor`` (the accuracy a plan must keep, ``baseline - max_drop``) keeps out of the
+    ranking every trial that even the largest gain measured so far (:func:`gain_to_top`)
+    would leave below it at the top rung: MO-ASHA's ranking ends each front with its cheapest
+    plan however inaccurate, and a top-rung slot went to a plan that ended 20 pp below the
+    baseline with ``max_drop`` 10 pp. Until some trial has gone on from a rung nothing is kept
+    out of it; a plan far below the floor early but within reach of it is still promoted
+    (measured: 68 % after 100 steps, 84.5 % after 1600, baseline 91.8 %).
 
     Pure: the same results give the same answer however often it is asked.
     """
@@ -96,6 +134,7 @@ def promotable(results: Iterable[RungResult], *, eta: int, top: int,
             by_rung.setdefault(result.rung, []).append(result)
     done = {(r.number, r.rung) for rs in by_rung.values() for r in rs}
     busy = set(taken) | done
+    reach = gain_to_top([r for rs in by_rung.values() for r in rs], top) if floor is not None else {}
     out: list[tuple[int, int]] = []
     for rung in sorted(by_rung, reverse=True):
         if rung >= top:
@@ -105,8 +144,15 @@ def promotable(results: Iterable[RungResult], *, eta: int, top: int,
         slots = len(members) // eta - gone_on
         if slots <= 0:
             continue
-        values = np.array([(-m.accuracy, *m.cost) for m in members], dtype=np.float64)
-        best = [members[i] for i in rank_by_dominance(values)[:len(members) // eta]]
+        # the rung's size sets the share that goes on; only plans that can reach the floor
+        # compete for it (an infeasible plan never dominates a feasible one: it is less
+        # accurate, so leaving it out changes only the crowding at the front's cheap end)
+        feasible = [m for m in members if floor is None or rung not in reach
+                    or m.accuracy + reach[rung] >= floor]
+        if not feasible:
+            continue
+        values = np.array([(-m.accuracy, *m.cost) for m in feasible], dtype=np.float64)
+        best = [feasible[i] for i in rank_by_dominance(values)[:len(members) // eta]]
         out += [(m.number, rung + 1) for m in best if (m.number, rung + 1) not in busy][:slots]
     return out
 

@@ -80,19 +80,21 @@ class Scheduler:
     """Asynchronous successive halving over a study: each call of :meth:`next` answers what a
     free worker does now. A promotion (:func:`autorank.sweep.promotion.promotable`) comes
     before a new trial; new trials stop at ``budget`` finished ones; the search is done when
-    the budget is reached, no promotion is left and nothing runs.
+    the budget is reached, no promotion is left and nothing runs. ``floor`` is the accuracy
+    the sampler's ``max_drop`` asks for (None: no constraint).
 
     A "wait" answer is kept for ``poll_s`` so that a polling runner does not hammer the storage.
     """
 
     def __init__(self, study: Any, budget: int, *, rung_study: Any | None = None,
                  fidelity: Fidelity | None = None, cost_metrics: Sequence[str] = (),
-                 poll_s: float = 2.0) -> None:
+                 floor: float | None = None, poll_s: float = 2.0) -> None:
         self.study = study
         self.rung_study = rung_study
         self.budget = budget
         self.fidelity = fidelity
         self.cost_metrics = tuple(cost_metrics)
+        self.floor = floor
         self.poll_s = poll_s
         self._waiting_since = -float("inf")
 
@@ -104,7 +106,8 @@ class Scheduler:
             fail_stale(self.rung_study)
         if self.rung_study is not None and self.fidelity is not None and self.fidelity.top > 0:
             results, taken = rung_results(self.study, self.rung_study, self.cost_metrics)
-            ready = promotable(results, eta=self.fidelity.eta, top=self.fidelity.top, taken=taken)
+            ready = promotable(results, eta=self.fidelity.eta, top=self.fidelity.top, taken=taken,
+                               floor=self.floor)
             if ready:
                 return Job("promote", *ready[0])
         finished, running = counts(self.study)

@@ -310,7 +310,7 @@ def _search_run(cfg: SearchConfig, run: RunDir, storage: Any,
         accuracy_floor=accuracy_floor(cfg.space, baseline.val_accuracy))
     start = time.time()
     on_done = _notify(studies, run, cfg, start, done_before, progress)
-    if scheduler(cfg, studies).next().kind != "done":
+    if scheduler(cfg, studies, ctx.accuracy_floor).next().kind != "done":
         if progress is not None:
             progress(Progress(
                 done=done_before, failed=0, budget=cfg.budget, elapsed_s=0.0, eta_s=0.0,
@@ -324,18 +324,19 @@ def _search_run(cfg: SearchConfig, run: RunDir, storage: Any,
                  eta_s=eta, front=pd.DataFrame(), phase="final", message=message)))
 
 
-def scheduler(cfg: SearchConfig, studies: Studies) -> Scheduler:
-    """What runs next in this search: promotions first, then new trials up to the budget."""
+def scheduler(cfg: SearchConfig, studies: Studies, floor: float | None) -> Scheduler:
+    """What runs next in this search: promotions first (none of a plan that cannot reach
+    ``floor``), then new trials up to the budget."""
     metrics, _ = objective_metrics(cfg.space)
     return Scheduler(studies.trials, cfg.budget, rung_study=studies.rungs,
-                     fidelity=cfg.space.fidelity, cost_metrics=metrics[1:])
+                     fidelity=cfg.space.fidelity, cost_metrics=metrics[1:], floor=floor)
 
 
 def _run_local(cfg: SearchConfig, ctx: TrialContext, studies: Studies,
                on_done: Callable[[int], None]) -> None:
     """Trials and promotions in this process, one at a time, until the scheduler is done."""
     metrics, _ = objective_metrics(cfg.space)
-    jobs = scheduler(cfg, studies)
+    jobs = scheduler(cfg, studies, ctx.accuracy_floor)
     study, rung_study = studies
     with Heartbeat(study) as beat, Heartbeat(rung_study or study) as rung_beat:
         while (job := jobs.next()).kind != "done":
@@ -377,5 +378,5 @@ def _run_trials(cfg: SearchConfig, ctx: TrialContext, studies: Studies, res: Res
     init_ray(cfg.address, res.parallel * res.cpus_per_trial, gpus)
     resources = {"cpu": res.cpus_per_trial, "gpu": res.gpus_per_trial}
     storage_path = Path(cfg.storage_path).expanduser() if cfg.storage_path else run.path / "ray"
-    run_ray(ctx, studies=studies, jobs=scheduler(cfg, studies), parallel=res.parallel,
+    run_ray(ctx, studies=studies, jobs=scheduler(cfg, studies, ctx.accuracy_floor), parallel=res.parallel,
             resources=resources, storage_path=storage_path, on_done=on_done)
