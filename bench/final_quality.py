@@ -88,10 +88,18 @@ def search_config(args: argparse.Namespace, arm: str, out: Path) -> Any:
                       eta=args.eta, budget=4, **common)
     assert cfg.space.fidelity is not None
     rungs = cfg.space.fidelity.rungs
-    # expected steps per plan: every rung's extra steps times the share that reaches it
-    per_plan = sum((b - a) / args.eta ** r
-                   for r, (a, b) in enumerate(zip((0, *rungs[:-1]), rungs, strict=True)))
-    return dataclasses.replace(cfg, budget=max(4, round(budget_steps / per_plan)))
+
+    def most_steps(plans: int) -> int:
+        # the most a search of ``plans`` can spend: at most floor(n / eta) of a rung's n go on
+        total, n, before = 0, plans, 0
+        for steps in rungs:
+            total, n, before = total + n * (steps - before), n // args.eta, steps
+        return total
+
+    plans = 4
+    while most_steps(plans + 1) <= budget_steps:
+        plans += 1
+    return dataclasses.replace(cfg, budget=plans)
 
 
 def picks(front: Any, baseline_val: float) -> dict[str, int]:
