@@ -141,7 +141,8 @@ def promotable(results: Iterable[RungResult], *, eta: int, top: int,
             continue
         members = sorted(by_rung[rung], key=lambda r: r.number)
         gone_on = sum((m.number, rung + 1) in busy for m in members)
-        slots = len(members) // eta - gone_on
+        k = len(members) // eta
+        slots = k - gone_on
         if slots <= 0:
             continue
         # the rung's size sets the share that goes on; only plans that can reach the floor
@@ -152,7 +153,7 @@ def promotable(results: Iterable[RungResult], *, eta: int, top: int,
         if not feasible:
             continue
         values = np.array([(-m.accuracy, *m.cost) for m in feasible], dtype=np.float64)
-        best = [feasible[i] for i in rank_by_dominance(values)[:len(members) // eta]]
+        best = [feasible[i] for i in rank_by_dominance(values)[:k]]
         out += [(m.number, rung + 1) for m in best if (m.number, rung + 1) not in busy][:slots]
     return out
 
